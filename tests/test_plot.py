@@ -1,0 +1,84 @@
+"""cvdl.plot: every figure helper draws what it is given and rejects what it can't draw."""
+from __future__ import annotations
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+import torch  # noqa: E402
+
+from cvdl import plot  # noqa: E402
+from cvdl.train import History  # noqa: E402
+
+
+@pytest.fixture(autouse=True)
+def close_figures():
+    yield
+    plt.close("all")
+
+
+def _shown(fig):
+    return [ax for ax in fig.axes if ax.images]
+
+
+def test_show_images_accepts_every_layout():
+    for batch in (torch.rand(5, 1, 6, 6), torch.rand(5, 3, 6, 6), np.random.rand(5, 6, 6),
+                  np.random.randint(0, 255, (5, 6, 6, 3), dtype=np.uint8)):
+        fig = plot.show_images(batch, titles=list("abcde"), ncols=3)
+        axes = _shown(fig)
+        assert len(axes) == 5 and len(fig.axes) == 6  # 2×3 grid, one empty
+        assert axes[0].get_title() == "a"
+        arr = axes[0].images[0].get_array()
+        assert arr.shape[:2] == (6, 6) and 0 <= arr.min() and arr.max() <= 1
+
+
+def test_show_images_rescales_to_the_full_range():
+    img = np.array([[-2.0, 0.0], [2.0, 6.0]])
+    arr = _shown(plot.show_images([img]))[0].images[0].get_array()
+    assert np.allclose(arr, [[0.0, 0.25], [0.5, 1.0]])
+
+
+def test_show_images_errors():
+    with pytest.raises(ValueError, match="at least one image"):
+        plot.show_images([])
+    with pytest.raises(ValueError, match="got 2 images but 1 titles"):
+        plot.show_images([np.zeros((2, 2))] * 2, titles=["x"])
+    with pytest.raises(ValueError, match=r"cannot show an image of shape \(2, 2, 2, 2\)"):
+        plot.show_images([np.zeros((2, 2, 2, 2))])
+
+
+def test_plot_history_draws_one_line_per_split_and_run():
+    h = History(rows=[{"epoch": e, "train_loss": 1 / e, "val_loss": 1.2 / e, "train_acc": 0.5, "val_acc": 0.6}
+                      for e in (1, 2, 3)])
+    fig = plot.plot_history({"a": h, "b": h})
+    assert len(fig.axes) == 2 and len(fig.axes[0].lines) == 4
+    assert list(fig.axes[0].lines[0].get_ydata()) == [1.0, 0.5, 1 / 3]
+    with pytest.raises(ValueError, match="at least one history"):
+        plot.plot_history({})
+
+
+def test_feature_maps_and_filters():
+    assert len(_shown(plot.plot_feature_maps(torch.rand(1, 6, 5, 5)))) == 6
+    assert len(_shown(plot.plot_filters(torch.rand(4, 3, 5, 5)))) == 4  # RGB filters
+    fig = plot.plot_filters(torch.rand(8, 16, 3, 3))  # first input channel only
+    assert len(_shown(fig)) == 8 and _shown(fig)[0].images[0].get_array().shape == (3, 3)
+    with pytest.raises(ValueError, match=r"feature maps must be \[C,H,W\]"):
+        plot.plot_feature_maps(torch.rand(2, 3, 4, 4))
+    with pytest.raises(ValueError, match=r"filters must be \[out, in, k, k\]"):
+        plot.plot_filters(torch.rand(3, 3))
+
+
+def test_confusion_matches_sklearn():
+    from sklearn.metrics import confusion_matrix
+
+    rng = np.random.default_rng(0)
+    t, p = rng.integers(0, 4, 200), rng.integers(0, 4, 200)
+    fig = plot.plot_confusion(t, p, classes=list("abcd"), normalise=False)
+    shown = fig.axes[0].images[0].get_array()
+    assert np.array_equal(shown, confusion_matrix(t, p))
+    norm = plot.plot_confusion(torch.tensor(t), torch.tensor(p)).axes[0].images[0].get_array()
+    assert np.allclose(norm.sum(1), 1)
+    with pytest.raises(ValueError, match="same shape"):
+        plot.plot_confusion(t, p[:5])
