@@ -10,6 +10,7 @@ import os
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -31,8 +32,14 @@ def test_there_are_notebooks():
 @pytest.mark.notebooks
 @pytest.mark.parametrize("path", NOTEBOOKS + SOLUTIONS, ids=lambda p: f"{p.parent.name}/{p.name}")
 def test_notebook_runs_in_smoke_mode(path, tmp_path, notebook_times):
-    run = execute(path, tmp_path / path.name, smoke=True, cell_timeout=CELL_TIMEOUT_S)
+    arrays = tmp_path / "arrays"
+    run = execute(path, tmp_path / path.name, smoke=True, cell_timeout=CELL_TIMEOUT_S, arrays_dir=arrays)
     notebook_times.append((f"{path.parent.name}/{path.name}", "smoke", run.seconds, run.status))
     assert run.status == "ok", f"{path.name} failed: {run.error}"
+    # every image a figure showed (cvdl.plot / cvdl.record_array) is meaningful at smoke size too
+    for npy in sorted(arrays.glob("*.npy")) if arrays.is_dir() else []:
+        a = np.load(npy, allow_pickle=False).astype(np.float64)
+        assert a.size and np.isfinite(a).all(), f"{path.name}: figure array {npy.name} has NaN/inf"
+        assert a.max() > a.min(), f"{path.name}: figure array {npy.name} is constant (a blank image)"
     assert run.seconds <= SMOKE_BUDGET_S, (
         f"{path.name} took {run.seconds:.1f} s in smoke mode; the budget is {SMOKE_BUDGET_S:.0f} s")

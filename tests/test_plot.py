@@ -82,3 +82,18 @@ def test_confusion_matches_sklearn():
     assert np.allclose(norm.sum(1), 1)
     with pytest.raises(ValueError, match="same shape"):
         plot.plot_confusion(t, p[:5])
+
+
+def test_figures_record_the_arrays_they_show(tmp_path, monkeypatch):
+    import cvdl
+
+    monkeypatch.setenv("CVDL_ARRAYS_DIR", str(tmp_path))
+    imgs = torch.rand(4, 1, 5, 5)
+    plot.show_images(imgs, suptitle="my digits")
+    cvdl.record_array("my digits", np.zeros((2, 2)))  # same name: kept apart, not overwritten
+    saved = sorted(p.name for p in tmp_path.iterdir())
+    assert saved == ["my_digits-2.npy", "my_digits.npy"]
+    assert np.allclose(np.load(tmp_path / "my_digits.npy"), imgs.numpy())
+    monkeypatch.delenv("CVDL_ARRAYS_DIR")
+    cvdl.record_array("ignored", np.ones(3))
+    assert len(list(tmp_path.iterdir())) == 2

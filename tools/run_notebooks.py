@@ -35,8 +35,11 @@ class Run:
 
 
 def execute(notebook: Path, out: Path, smoke: bool, cell_timeout: int, kernel: str = "python3",
-            extra_params: dict | None = None) -> Run:
-    """Run one notebook with papermill; never raises for a failing notebook (see ``Run.status``)."""
+            extra_params: dict | None = None, arrays_dir: Path | None = None) -> Run:
+    """Run one notebook with papermill; never raises for a failing notebook (see ``Run.status``).
+
+    ``arrays_dir``: where the notebook's figures save the arrays they show (``CVDL_ARRAYS_DIR``).
+    """
     import papermill as pm
 
     run = Run(str(notebook.relative_to(ROOT) if notebook.is_absolute() else notebook),
@@ -47,8 +50,12 @@ def execute(notebook: Path, out: Path, smoke: bool, cell_timeout: int, kernel: s
     out.parent.mkdir(parents=True, exist_ok=True)
     fd, results_file = tempfile.mkstemp(prefix="cvdl-results-", suffix=".jsonl")
     os.close(fd)
-    old = {k: os.environ.get(k) for k in ("CVDL_RESULTS_FILE", "CVDL_SMOKE")}
+    old = {k: os.environ.get(k) for k in ("CVDL_RESULTS_FILE", "CVDL_SMOKE", "CVDL_ARRAYS_DIR")}
     os.environ["CVDL_RESULTS_FILE"] = results_file
+    if arrays_dir is not None:
+        os.environ["CVDL_ARRAYS_DIR"] = str(arrays_dir)
+    else:
+        os.environ.pop("CVDL_ARRAYS_DIR", None)
     os.environ["CVDL_SMOKE"] = "1" if smoke else "0"
     start = time.perf_counter()
     try:

@@ -14,11 +14,11 @@ One module per concern, each small enough to read top to bottom:
 """
 from .device import get_device, seed_everything, describe_device
 from .config import is_smoke, is_ci
-from .report import record
+from .report import record, record_array
 
 __version__ = "0.1.0"
 
-_SUBMODULES = ("arith", "augment", "config", "conv", "data", "device", "models", "plot", "report", "train")
+_SUBMODULES = ("arith", "augment", "config", "conv", "data", "device", "models", "plot", "report", "train", "zoo")
 
 
 def __getattr__(name):  # ``cvdl.plot`` etc. work without importing each submodule first
@@ -27,4 +27,4 @@ def __getattr__(name):  # ``cvdl.plot`` etc. work without importing each submodu
 
         return importlib.import_module(f"{__name__}.{name}")
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-__all__ = ["get_device", "seed_everything", "describe_device", "is_smoke", "is_ci", "record", "__version__"]
+__all__ = ["get_device", "seed_everything", "describe_device", "is_smoke", "is_ci", "record", "record_array", "__version__"]

@@ -49,6 +49,9 @@ def show_images(images, titles=None, ncols: int = 8, size: float = 1.5, cmap: st
     imgs = [_np(im) for im in images] if isinstance(images, (list, tuple)) else list(_np(images))
     if not imgs:
         raise ValueError("show_images needs at least one image")
+    from .report import record_array
+
+    record_array(suptitle or "show_images", np.stack(imgs) if len({im.shape for im in imgs}) == 1 else imgs[0])
     if titles is not None and len(titles) != len(imgs):
         raise ValueError(f"got {len(imgs)} images but {len(titles)} titles")
     ncols = max(1, min(ncols, len(imgs)))

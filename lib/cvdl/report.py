@@ -26,3 +26,30 @@ def record(name: str, value, fmt: str | None = None) -> None:
         with open(path, "a", encoding="utf-8") as f:
             f.write(json.dumps({"name": name, "value": value, "text": text, "time": time.time()},
                                default=str) + "\n")
+
+
+def record_array(name: str, array) -> None:
+    """Keep an array a figure shows, so tests can check it is finite and not blank.
+
+    When ``CVDL_ARRAYS_DIR`` is set (the notebook tests set it), the array is saved there as
+    ``<name>.npy`` (a counter is appended when the name repeats); otherwise nothing happens.
+    ``cvdl.plot``'s functions call this for every image they draw.
+    """
+    folder = os.environ.get("CVDL_ARRAYS_DIR")
+    if not folder:
+        return
+    import re
+
+    import numpy as np
+
+    if hasattr(array, "detach"):
+        array = array.detach().float().cpu().numpy()
+    array = np.asarray(array)
+    stem = re.sub(r"[^A-Za-z0-9_.-]+", "_", name)[:80] or "array"
+    os.makedirs(folder, exist_ok=True)
+    path = os.path.join(folder, stem + ".npy")
+    k = 1
+    while os.path.exists(path):
+        k += 1
+        path = os.path.join(folder, f"{stem}-{k}.npy")
+    np.save(path, array, allow_pickle=False)
