@@ -118,3 +118,11 @@ def test_fit_rejects_bad_arguments(kwargs, message):
     args.update(kwargs)
     with pytest.raises(ValueError, match=message):
         train.fit(args.pop("model"), args.pop("train"), **args)
+
+
+@pytest.mark.parametrize("n", [1, 20, 40, 64, 100, 129, 256, 400])
+def test_short_runs_of_any_length_train(n):
+    """One-cycle scheduling must not break runs of a handful of steps (1 to 4 batches)."""
+    x, y = blobs(n)
+    hist = train.fit(mlp(), (x, y), epochs=1, batch_size=32, lr=0.01, device="cpu", progress=False)
+    assert len(hist) == 1 and hist.last["train_loss"] == hist.last["train_loss"]  # not NaN

@@ -198,8 +198,10 @@ def fit(model: nn.Module, train, val=None, *, epochs: int = 1, lr: float = 1e-3,
     params = list(params) if params is not None else [p for p in model.parameters() if p.requires_grad]
     opt = _make_optimizer(optimizer, params, lr, weight_decay, momentum)
     steps = max(1, epochs * len(train_batches)) if hasattr(train_batches, "__len__") else None
+    # OneCycleLR needs a few steps per phase (it divides by zero when pct_start·steps is 1 or 2):
+    # shorter runs keep a constant learning rate
     sched = (torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=steps, pct_start=0.25)
-             if schedule == "onecycle" and steps else None)
+             if schedule == "onecycle" and steps and steps >= 12 else None)
     use_amp = amp and device.type == "cuda"
     scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
 

@@ -81,7 +81,7 @@ class CourseNet:
 # The recipes: one place, so every notebook that needs "the MNIST CNN" gets the same network.
 _RECIPES = {
     "mnist": dict(epochs=4, lr=3e-3, batch_size=128, smoke_train=1000, smoke_epochs=1),
-    "cifar10": dict(epochs=20, lr=3e-3, batch_size=128, smoke_train=500, smoke_epochs=1),
+    "cifar10": dict(epochs=20, lr=3e-3, batch_size=128, smoke_train=640, smoke_epochs=1),  # ≥ 5 batches: OneCycleLR needs them
 }
 
 
