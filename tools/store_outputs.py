@@ -40,6 +40,7 @@ def store(path: Path, timeout: int) -> None:
             cell.execution_count = None
         cell.metadata.pop("execution", None)
     nb.metadata.pop("papermill", None)
+    nb.metadata.pop("widgets", None)  # widget state of cleared outputs: dead weight
     nb.metadata["kernelspec"] = {"name": "cvdl", "display_name": "Python (cvdl course)", "language": "python"}
     nbformat.write(nb, path)
     size = path.stat().st_size
