@@ -2,6 +2,7 @@
 #   make lab         set up on first use, then open JupyterLab on notebooks/
 #   make test        set up on first use, then run every test (unit, notebooks, nbval, labs)
 #   make run-all     execute every notebook headless at full quality; report in results/
+#   make labs        regenerate labs/ from solutions/ (instructors)
 SHELL := /bin/bash
 PYTHON ?= python3
 VENV ?= .venv
@@ -12,7 +13,7 @@ STAMP := $(VENV)/.cvdl-installed
 CVDL_DATA_MIRROR ?= $(shell [ -d ../shared/data ] && cd ../shared/data && pwd)
 export CVDL_DATA_MIRROR
 
-.PHONY: setup lab test test-fast run-all kernel clean-venv outputs
+.PHONY: setup lab test test-fast run-all kernel clean-venv outputs labs
 
 setup: $(STAMP)
 
@@ -40,6 +41,9 @@ test-fast: $(STAMP)
 
 run-all: $(STAMP)
 	$(BIN)/python tools/run_notebooks.py --full --out results/full_run.md
+
+labs: $(STAMP)
+	$(BIN)/cvdl labs generate
 
 outputs: $(STAMP)
 	$(BIN)/python tools/store_outputs.py notebooks/*.ipynb

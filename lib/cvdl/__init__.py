@@ -10,6 +10,10 @@ One module per concern, each small enough to read top to bottom:
 - ``cvdl.conv``    — convolution from scratch (checked against ``F.conv2d``)
 - ``cvdl.arith``   — convolution arithmetic (Dumoulin & Visin), diagrams and an explorer
 - ``cvdl.models``  — the CNNs the course builds (pattern builder, residual block)
+- ``cvdl.zoo``     — networks to look inside: ImageNet weights when cached, course-trained CNNs otherwise
+- ``cvdl.labcheck`` — lab checks: one ``check(...)`` declaration read by students, nbgrader and the grader
+- ``cvdl.labs``     — labs/ generated from solutions/ (nbgrader format); splicing submissions
+- ``cvdl.grade``    — ``cvdl grade``: sandboxed, resumable batch grading (docs/grading.md)
 - ``cvdl.report``  — ``record(name, value)``: headline results that ``make run-all`` tabulates
 """
 from .device import get_device, seed_everything, describe_device

@@ -1,0 +1,81 @@
+"""The ``cvdl`` command.
+
+    cvdl labs generate [--check]             labs/ from solutions/ (--check: fail if stale)
+    cvdl grade LAB DIR --out grades.csv      grade every submission of LAB in DIR
+         [--jobs N] [--regrade] [--timeout S] [--memory MB] [--sandbox auto|bwrap|none]
+         [--feedback DIR] [--roster FILE] [--quiet]
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from pathlib import Path
+
+
+def _labs(args) -> int:
+    from . import labs
+    changed = labs.generate(args.solutions, args.labs, check=args.check)
+    if args.check:
+        if changed:
+            print("labs/ is out of date with solutions/ for: " + ", ".join(changed) +
+                  "\nrun: cvdl labs generate", file=sys.stderr)
+            return 1
+        print("labs/ matches solutions/")
+        return 0
+    print(f"regenerated {len(changed)} lab(s): " + ", ".join(changed) if changed else "labs/ is up to date")
+    return 0
+
+
+def _grade(args) -> int:
+    from . import grade
+    roster = None
+    if args.roster:
+        roster = [line.strip().split(",")[0] for line in Path(args.roster).read_text().splitlines()
+                  if line.strip() and not line.startswith("#")]
+    opts = grade.Options(timeout=args.timeout, memory_mb=args.memory, jobs=args.jobs,
+                         regrade=args.regrade, sandbox=args.sandbox, progress=not args.quiet)
+    t0 = time.perf_counter()
+    results = grade.grade(args.lab, args.submissions, args.out, opts, feedback=args.feedback,
+                          roster=roster, log=lambda m: print(m, file=sys.stderr))
+    counts: dict[str, int] = {}
+    for r in results:
+        counts[r.status] = counts.get(r.status, 0) + 1
+    print(f"graded {len(results)} submission(s) in {time.perf_counter() - t0:.1f} s: " +
+          ", ".join(f"{n} {s}" for s, n in sorted(counts.items())) + f"; gradebook: {args.out}")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="cvdl", description="course tools: lab generation and grading")
+    sub = p.add_subparsers(dest="cmd", required=True)
+    pl = sub.add_parser("labs", help="student labs from solutions/")
+    pl.add_argument("action", choices=["generate"])
+    pl.add_argument("--check", action="store_true", help="write nothing; exit 1 if labs/ is stale")
+    pl.add_argument("--solutions", default=None, help="solutions folder (default: the course's)")
+    pl.add_argument("--labs", default=None, help="labs folder (default: the course's)")
+    pg = sub.add_parser("grade", help="grade a folder of submissions")
+    pg.add_argument("lab", help="01, 01_convolution or a solution notebook path")
+    pg.add_argument("submissions", help="folder: STUDENT/LAB.ipynb or STUDENT.ipynb")
+    pg.add_argument("--out", required=True, help="gradebook CSV to write")
+    pg.add_argument("--feedback", default=None, help="per-student feedback folder (default: OUT-feedback)")
+    pg.add_argument("--jobs", type=int, default=max(1, os.cpu_count() or 1),
+                    help="submissions graded in parallel (default: the CPU count)")
+    pg.add_argument("--regrade", action="store_true", help="grade again what is already graded")
+    pg.add_argument("--timeout", type=float, default=300.0, help="seconds per submission")
+    pg.add_argument("--memory", type=int, default=2048, help="MB of memory per submission")
+    pg.add_argument("--sandbox", choices=["auto", "bwrap", "none"], default=os.environ.get("CVDL_SANDBOX", "auto"),
+                    help="bwrap: require bubblewrap; none: the weaker fallback; auto (default): bwrap if it works")
+    pg.add_argument("--roster", default=None, help="file of student names (first CSV column)")
+    pg.add_argument("--quiet", action="store_true", help="no progress bar")
+    args = p.parse_args(argv)
+    try:
+        return _labs(args) if args.cmd == "labs" else _grade(args)
+    except (ValueError, RuntimeError, FileNotFoundError) as exc:
+        print(f"cvdl: error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

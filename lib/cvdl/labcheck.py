@@ -1,0 +1,607 @@
+"""Lab checks: one declaration per graded part, read by three consumers.
+
+A lab's test cell declares what it checks instead of hand-writing asserts::
+
+    from cvdl.labcheck import check, Case, rand
+    check(conv2d, [Case(rand(1, 1, 5, 5, seed=0), rand(1, 1, 3, 3, seed=1))],
+          ref=refs.conv2d, atol=1e-5)
+    ### BEGIN HIDDEN TESTS
+    check(conv2d, [Case(rand(2, 3, 9, 9, seed=7), rand(4, 3, 3, 3, seed=8), stride=2)],
+          ref=refs.conv2d)
+    ### END HIDDEN TESTS
+
+The same declaration is used three ways, so the student's tests, nbgrader's tests and the
+grader's verdict cannot drift apart:
+
+- **assert** (the default: a student's kernel, or nbgrader's autograde): call the function on
+  every case, compare with the reference, raise ``AssertionError`` with a readable message;
+- **record** (``cvdl grade``, on the instructor's side, running the *solution*): store each
+  case's inputs and the reference's outputs as plain files (the grading key);
+- **harness** (``cvdl grade``, inside the sandbox): :func:`run_part` loads the inputs, calls the
+  *student's* function and writes its raw outputs to plain files. The verdict is computed later,
+  outside the sandbox, by :func:`compare` on values read back with ``allow_pickle=False`` — so a
+  submission that overwrites builtins or monkeypatches numpy, torch or this module changes only
+  its own outputs, never the comparison.
+
+Values crossing the boundary are *normalised* into a small tree (``("ndarray", array)``,
+``("tensor", array, dtype)``, ``("int", 3)``, ``("list", [...])``, ``("error", [type names],
+message)``, ...); :func:`compare` works on those trees.
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import re
+from dataclasses import dataclass
+from typing import Any, Callable
+
+import numpy as np
+
+__all__ = ["check", "Case", "rand", "randint", "Fixture", "Probe", "compare", "refs"]
+
+# Set by cvdl.labrun while it executes a notebook for the grader; None in a student's kernel.
+_CONTEXT: dict | None = None
+
+MAX_NODES = 10_000  # a returned value with more leaves than this is not graded
+
+
+# ----------------------------------------------------------------------------------------------
+# Inputs: specifications that materialise into fresh values for every call
+# ----------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Rand:
+    """A seeded random array: uniform in [low, high) (floats) or integers in [low, high)."""
+
+    shape: tuple
+    seed: int
+    dtype: str = "float32"
+    low: float = -1.0
+    high: float = 1.0
+    torch: bool = False
+
+    def make(self):
+        g = np.random.default_rng(self.seed)
+        if np.dtype(self.dtype).kind in "iu":
+            a = g.integers(int(self.low), int(self.high), size=self.shape).astype(self.dtype)
+        else:
+            a = g.uniform(self.low, self.high, size=self.shape).astype(self.dtype)
+        if self.torch:
+            import torch
+            return torch.from_numpy(a)
+        return a
+
+
+def rand(*shape: int, seed: int, dtype: str = "float32", low: float = -1.0, high: float = 1.0,
+         torch: bool = False) -> Rand:
+    """A seeded uniform random numpy array (``torch=True``: a tensor) of the given shape."""
+    return Rand(tuple(int(s) for s in shape), int(seed), dtype, low, high, torch)
+
+
+def randint(*shape: int, low: int, high: int, seed: int, torch: bool = False) -> Rand:
+    """Seeded random int64 integers in ``[low, high)``."""
+    return Rand(tuple(int(s) for s in shape), int(seed), "int64", low, high, torch)
+
+
+@dataclass(frozen=True)
+class Fixture:
+    """An object built by a registered factory (e.g. a small seeded model): ``Fixture("mlp", ...)``."""
+
+    name: str
+    params: tuple = ()
+
+    def __init__(self, name: str, **params):
+        if name not in FIXTURES:
+            raise ValueError(f"unknown fixture {name!r}; known: {sorted(FIXTURES)}")
+        object.__setattr__(self, "name", name)
+        object.__setattr__(self, "params", tuple(sorted(params.items())))
+
+    def make(self):
+        return FIXTURES[self.name](**dict(self.params))
+
+
+def _fixture_linear(in_features: int, out_features: int, seed: int):
+    import torch
+    torch.manual_seed(seed)
+    return torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(in_features, out_features))
+
+
+def _fixture_small_cnn(seed: int, n_classes: int = 10, frozen: bool = False):
+    """conv(1→4, 3×3) → ReLU → pool → linear, for 8×8 inputs; ``frozen``: the conv is frozen."""
+    import torch
+    from torch import nn
+    torch.manual_seed(seed)
+    model = nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2), nn.Flatten(),
+                          nn.Linear(4 * 4 * 4, n_classes))
+    if frozen:
+        model[0].requires_grad_(False)
+    return model
+
+
+def _fixture_sgd_pair(seed: int, lr: float = 0.1, in_features: int = 64, out_features: int = 10,
+                      stale_grad: bool = False):
+    """(model, optimizer): a seeded linear classifier and plain SGD on its parameters.
+    ``stale_grad``: the parameters carry gradients from an earlier step (zero them first!)."""
+    import torch
+    model = _fixture_linear(in_features, out_features, seed)
+    if stale_grad:
+        for p in model.parameters():
+            p.grad = torch.ones_like(p)
+    return model, torch.optim.SGD(model.parameters(), lr=lr)
+
+
+FIXTURES: dict[str, Callable] = {"linear": _fixture_linear, "small_cnn": _fixture_small_cnn,
+                                 "sgd_pair": _fixture_sgd_pair}
+
+
+@dataclass
+class Case:
+    """One call: ``Case(*args, **kwargs)``; ``Case(..., expect=value)`` gives the answer instead of
+    a reference function; ``Case(..., raises=ValueError)`` demands that exception."""
+
+    args: tuple
+    kwargs: dict
+    expect: Any = None
+    raises: type | None = None
+    has_expect: bool = False
+
+    def __init__(self, *args, expect: Any = ..., raises: type | None = None, **kwargs):
+        self.args, self.kwargs, self.raises = args, kwargs, raises
+        self.has_expect = expect is not ...
+        self.expect = None if expect is ... else expect
+
+    def materialise(self) -> tuple[list, dict]:
+        """Fresh argument values (a function may modify its inputs). Fixtures come first:
+        ``Fixture("sgd_pair")`` in position 0 is unpacked into two arguments."""
+        args: list = []
+        for a in self.args:
+            v = _make(a)
+            if isinstance(a, Fixture) and isinstance(v, tuple):
+                args.extend(v)
+            else:
+                args.append(v)
+        return args, {k: _make(v) for k, v in self.kwargs.items()}
+
+
+def _make(spec):
+    if isinstance(spec, (Rand, Fixture)):
+        return spec.make()
+    if isinstance(spec, np.ndarray):
+        return spec.copy()
+    if isinstance(spec, list):
+        return [_make(s) for s in spec]
+    if isinstance(spec, tuple):
+        return tuple(_make(s) for s in spec)
+    if type(spec).__module__.startswith("torch") and hasattr(spec, "clone"):
+        return spec.clone()
+    return spec
+
+
+# ----------------------------------------------------------------------------------------------
+# Probes: turn a result that is not plain data (a model, a mutated argument) into plain data
+# ----------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Probe:
+    """``Probe("module", input_shape=(2, 1, 8, 8))``: what to observe of a call's result."""
+
+    name: str
+    params: tuple = ()
+
+    def __init__(self, name: str, **params):
+        if name not in PROBES:
+            raise ValueError(f"unknown probe {name!r}; known: {sorted(PROBES)}")
+        object.__setattr__(self, "name", name)
+        object.__setattr__(self, "params", tuple(sorted(params.items())))
+
+    def __call__(self, result, args, kwargs):
+        return PROBES[self.name](result, args, kwargs, **dict(self.params))
+
+
+def _probe_module(result, args, kwargs, input_shape):
+    """A model: its class-name sequence of leaf layers, parameter count and output shape."""
+    import torch
+    if not isinstance(result, torch.nn.Module):
+        raise TypeError(f"expected a torch.nn.Module, got {type(result).__name__}")
+    leaves = [type(m).__name__ for m in result.modules() if not list(m.children())]
+    n_params = sum(int(p.numel()) for p in result.parameters())
+    with torch.no_grad():
+        out = result(torch.zeros(*input_shape))
+    return {"layers": leaves, "n_params": n_params, "out_shape": list(out.shape)}
+
+
+def _probe_step(result, args, kwargs, params: bool = True):
+    """A training step: the returned loss and (``params=True``) the model's new parameters."""
+    if not params:
+        return {"loss": result}
+    return {"loss": result, "params": [p.detach().clone() for p in args[0].parameters()]}
+
+
+PROBES: dict[str, Callable] = {"module": _probe_module, "step": _probe_step}
+
+
+# ----------------------------------------------------------------------------------------------
+# Normalised values and the comparison
+# ----------------------------------------------------------------------------------------------
+
+
+def _type_names(exc: BaseException) -> list[str]:
+    return [c.__name__ for c in type(exc).__mro__]
+
+
+def normalise(value, _count: list | None = None):
+    """Turn a Python value into a comparable tree of plain data (see the module docstring)."""
+    count = _count if _count is not None else [0]
+    count[0] += 1
+    if count[0] > MAX_NODES:
+        raise ValueError(f"value too large to grade (more than {MAX_NODES} parts)")
+    if value is None:
+        return ("none",)
+    if isinstance(value, (bool, np.bool_)):
+        return ("bool", bool(value))
+    if isinstance(value, (int, np.integer)):
+        return ("int", int(value))
+    if isinstance(value, (float, np.floating)):
+        return ("float", float(value))
+    if isinstance(value, str):
+        return ("str", value[:10_000])
+    if isinstance(value, np.ndarray):
+        if value.dtype.kind not in "biuf":
+            return ("other", f"numpy array of dtype {value.dtype}")
+        return ("ndarray", np.array(value))
+    if type(value).__module__.startswith("torch") and type(value).__name__ in ("Tensor", "Parameter"):
+        t = value.detach().cpu()
+        dtype = str(t.dtype)
+        if t.is_floating_point() and t.dtype not in (_torch().float32, _torch().float64):
+            t = t.float()
+        if t.is_complex():
+            return ("other", f"tensor of dtype {dtype}")
+        return ("tensor", t.numpy().copy(), dtype)
+    if isinstance(value, (list, tuple)):
+        return ("list" if isinstance(value, list) else "tuple", [normalise(v, count) for v in value])
+    if isinstance(value, dict):
+        if not all(isinstance(k, str) for k in value):
+            return ("other", "dict with non-string keys")
+        return ("dict", {k: normalise(v, count) for k, v in value.items()})
+    return ("other", type(value).__name__)
+
+
+def _torch():
+    import torch
+    return torch
+
+
+def _describe(node) -> str:
+    kind = node[0]
+    if kind in ("ndarray", "tensor"):
+        name = "numpy array" if kind == "ndarray" else "torch tensor"
+        dtype = node[2] if kind == "tensor" else str(node[1].dtype)
+        return f"a {name} of shape {tuple(node[1].shape)} and dtype {dtype}"
+    if kind == "error":
+        return f"an exception {node[1][0]}"
+    if kind == "other":
+        return f"an object of type {node[1]}"
+    if kind in ("list", "tuple", "dict"):
+        return f"a {kind} of length {len(node[1])}"
+    return f"{kind} {node[1]!r}" if len(node) > 1 else kind
+
+
+def compare(got, want, atol: float = 1e-5, rtol: float = 1e-4, path: str = "result") -> str | None:
+    """``None`` when normalised ``got`` matches ``want``; otherwise a one-line reason."""
+    gk, wk = got[0], want[0]
+    if wk == "error":
+        if gk == "error" and want[1][0] in got[1]:
+            return None
+        return f"{path}: expected an exception {want[1][0]}, got {_describe(got)}"
+    if gk == "error":
+        return f"{path}: raised {got[1][0]}: {str(got[2])[:200]}"
+    if wk in ("ndarray", "tensor"):
+        if gk != wk:
+            return f"{path}: expected {_describe(want)}, got {_describe(got)}"
+        g, w = got[1], want[1]
+        if g.shape != w.shape:
+            return f"{path}: expected shape {tuple(w.shape)}, got {tuple(g.shape)}"
+        gkind, wkind = g.dtype.kind, w.dtype.kind
+        if (wkind == "f") != (gkind == "f") or (wkind == "b") != (gkind == "b"):
+            return f"{path}: expected dtype like {want[2] if wk == 'tensor' else w.dtype}, got " \
+                   f"{got[2] if gk == 'tensor' else g.dtype}"
+        if g.size == 0:
+            return None
+        gf, wf = g.astype(np.float64), w.astype(np.float64)
+        if not np.allclose(gf, wf, atol=atol, rtol=rtol, equal_nan=True):
+            bad = ~np.isclose(gf, wf, atol=atol, rtol=rtol, equal_nan=True)
+            err = np.nanmax(np.abs(gf - wf)) if np.isfinite(gf).all() else float("nan")
+            return (f"{path}: {int(bad.sum())} of {g.size} values differ "
+                    f"(largest difference {err:.3g}, tolerance atol={atol:g}, rtol={rtol:g})")
+        return None
+    if wk == "float":
+        if gk not in ("float", "int") or gk == "bool":
+            return f"{path}: expected a number, got {_describe(got)}"
+        g, w = float(got[1]), float(want[1])
+        if not (math.isclose(g, w, rel_tol=rtol, abs_tol=atol) or (math.isnan(g) and math.isnan(w))):
+            return f"{path}: expected {w:.6g}, got {g:.6g}"
+        return None
+    if wk in ("int", "bool", "str", "none"):
+        if gk != wk:
+            return f"{path}: expected {_describe(want)}, got {_describe(got)}"
+        if len(want) > 1 and got[1] != want[1]:
+            return f"{path}: expected {want[1]!r}, got {got[1]!r}"
+        return None
+    if wk in ("list", "tuple"):
+        if gk not in ("list", "tuple"):
+            return f"{path}: expected a {wk}, got {_describe(got)}"
+        if len(got[1]) != len(want[1]):
+            return f"{path}: expected {len(want[1])} items, got {len(got[1])}"
+        for i, (g, w) in enumerate(zip(got[1], want[1])):
+            reason = compare(g, w, atol, rtol, f"{path}[{i}]")
+            if reason:
+                return reason
+        return None
+    if wk == "dict":
+        if gk != "dict":
+            return f"{path}: expected a dict, got {_describe(got)}"
+        if set(got[1]) != set(want[1]):
+            return f"{path}: expected keys {sorted(want[1])}, got {sorted(got[1])}"
+        for k in want[1]:
+            reason = compare(got[1][k], want[1][k], atol, rtol, f"{path}[{k!r}]")
+            if reason:
+                return reason
+        return None
+    return f"{path}: the reference is {_describe(want)}, which cannot be graded"
+
+
+# ----------------------------------------------------------------------------------------------
+# Files: normalised trees as JSON plus .npy arrays (read back with allow_pickle=False)
+# ----------------------------------------------------------------------------------------------
+
+_SAFE_NAME = re.compile(r"^[A-Za-z0-9_.-]{1,80}$")
+
+
+def dump(node, folder: str, stem: str) -> Any:
+    """Write a normalised tree: arrays as ``folder/stem_k.npy``; returns the JSON-able tree."""
+    counter = [0]
+
+    def enc(n):
+        k = n[0]
+        if k in ("ndarray", "tensor"):
+            name = f"{stem}_{counter[0]}.npy"
+            counter[0] += 1
+            np.save(os.path.join(folder, name), np.ascontiguousarray(n[1]), allow_pickle=False)
+            return [k, name] + ([n[2]] if k == "tensor" else [])
+        if k in ("list", "tuple"):
+            return [k, [enc(v) for v in n[1]]]
+        if k == "dict":
+            return [k, {key: enc(v) for key, v in n[1].items()}]
+        return list(n)
+
+    return enc(node)
+
+
+def load(tree, folder: str, read_array: Callable[[str], np.ndarray] | None = None, _count=None):
+    """Read back what :func:`dump` wrote. Untrusted input: every node is validated."""
+    count = _count if _count is not None else [0]
+    count[0] += 1
+    if count[0] > MAX_NODES:
+        raise ValueError("too many values")
+    if not isinstance(tree, list) or not tree or not isinstance(tree[0], str):
+        raise ValueError("malformed value")
+    k = tree[0]
+    if k in ("ndarray", "tensor"):
+        name = tree[1]
+        if not isinstance(name, str) or not _SAFE_NAME.match(name) or name.startswith("."):
+            raise ValueError(f"bad array file name {name!r}")
+        path = os.path.join(folder, name)
+        arr = read_array(path) if read_array else np.load(path, allow_pickle=False)
+        if arr.dtype.kind not in "biuf":
+            raise ValueError(f"array of dtype {arr.dtype} not allowed")
+        return (k, arr, str(tree[2])[:40]) if k == "tensor" else (k, arr)
+    if k in ("list", "tuple"):
+        if not isinstance(tree[1], list):
+            raise ValueError("malformed list")
+        return (k, [load(v, folder, read_array, count) for v in tree[1]])
+    if k == "dict":
+        if not isinstance(tree[1], dict):
+            raise ValueError("malformed dict")
+        return (k, {str(key): load(v, folder, read_array, count) for key, v in tree[1].items()})
+    if k == "none":
+        return ("none",)
+    if k == "bool" and isinstance(tree[1], bool):
+        return (k, tree[1])
+    if k == "int" and isinstance(tree[1], int) and not isinstance(tree[1], bool):
+        return (k, tree[1])
+    if k == "float" and isinstance(tree[1], (int, float)) and not isinstance(tree[1], bool):
+        return (k, float(tree[1]))
+    if k in ("str", "other") and isinstance(tree[1], str):
+        return (k, tree[1][:10_000])
+    if k == "error" and isinstance(tree[1], list) and all(isinstance(t, str) for t in tree[1]):
+        return (k, [t[:100] for t in tree[1][:50]], str(tree[2])[:500])
+    raise ValueError(f"malformed value of kind {k!r}")
+
+
+def dump_spec(value, folder: str, stem: str):
+    """Inputs for the sandbox: fixtures stay specifications, everything else is materialised."""
+    if isinstance(value, Fixture):
+        return ["fixture", value.name, dict(value.params)]
+    return dump(normalise(_make(value)), folder, stem)
+
+
+def load_spec(tree, folder: str):
+    """Inverse of :func:`dump_spec` (inside the sandbox): real arrays, tensors and fixtures."""
+    if isinstance(tree, list) and tree and tree[0] == "fixture":
+        return FIXTURES[tree[1]](**tree[2])
+    return _live(load(tree, folder))
+
+
+def _live(node):
+    k = node[0]
+    if k == "ndarray":
+        return node[1]
+    if k == "tensor":
+        t = _torch().from_numpy(node[1])
+        dt = getattr(_torch(), node[2].replace("torch.", ""), None)
+        return t.to(dt) if isinstance(dt, _torch().dtype) else t
+    if k == "list":
+        return [_live(v) for v in node[1]]
+    if k == "tuple":
+        return tuple(_live(v) for v in node[1])
+    if k == "dict":
+        return {key: _live(v) for key, v in node[1].items()}
+    return None if k == "none" else node[1]
+
+
+# ----------------------------------------------------------------------------------------------
+# check(): the one declaration
+# ----------------------------------------------------------------------------------------------
+
+
+def _call(fn, args, kwargs, probe):
+    """Call and normalise; an exception becomes ("error", [type names], message)."""
+    try:
+        result = fn(*args, **kwargs)
+        if probe is not None:
+            result = probe(result, args, kwargs)
+        return normalise(result)
+    except Exception as exc:  # noqa: BLE001 - every failure is a graded outcome
+        return ("error", _type_names(exc), str(exc)[:500])
+
+
+def _want(case: Case, ref, fn, probe):
+    if case.raises is not None:
+        return ("error", [case.raises.__name__], "")
+    if case.has_expect:
+        return normalise(case.expect)
+    args, kwargs = case.materialise()
+    return _call(ref if ref is not None else fn, args, kwargs, probe)
+
+
+def check(fn: Callable, cases: list[Case], *, ref: Callable | None = None, name: str | None = None,
+          atol: float = 1e-5, rtol: float = 1e-4, probe: Probe | None = None) -> None:
+    """Check ``fn`` on every case against ``ref`` (or each case's ``expect`` / ``raises``).
+
+    In a student's kernel (and under nbgrader) this raises ``AssertionError`` naming the first
+    failing case; under ``cvdl grade`` it records the cases instead (see the module docstring).
+    """
+    name = name or getattr(fn, "__name__", None)
+    if not name or not name.isidentifier():
+        raise ValueError(f"check needs the function's name (pass name=...), got {name!r}")
+    if not cases:
+        raise ValueError("check needs at least one Case")
+    ctx = _CONTEXT
+    if ctx is not None and ctx.get("mode") == "record":
+        return _record(fn, cases, ref, name, atol, rtol, probe, ctx)
+    failures = []
+    for i, case in enumerate(cases):
+        want = _want(case, ref, fn, probe)
+        if want[0] == "error" and case.raises is None:
+            raise RuntimeError(f"the reference for {name} failed on case {i}: {want[1][0]}: {want[2]}")
+        args, kwargs = case.materialise()
+        got = _call(fn, args, kwargs, probe)
+        reason = compare(got, want, atol, rtol)
+        if reason:
+            failures.append(f"case {i}: {reason}")
+    if failures:
+        raise AssertionError(f"{name}: {len(failures)} of {len(cases)} cases failed\n  " +
+                             "\n  ".join(failures))
+    print(f"{name}: all {len(cases)} cases passed")
+
+
+def _record(fn, cases, ref, name, atol, rtol, probe, ctx) -> None:
+    folder = ctx["folder"]
+    entry = {"fn": name, "atol": atol, "rtol": rtol, "hidden": bool(ctx.get("hidden")),
+             "probe": [probe.name, dict(probe.params)] if probe else None, "cases": []}
+    n = len(ctx["checks"])
+    for i, case in enumerate(cases):
+        want = _want(case, ref, fn, probe)
+        args, kwargs = case.materialise()
+        got = _call(fn, args, kwargs, probe)
+        reason = compare(got, want, atol, rtol)
+        if reason:  # the solution must pass its own tests, or grading would be meaningless
+            raise AssertionError(f"the solution fails its own check of {name}, case {i}: {reason}")
+        stem = f"c{n}_{i}"
+        entry["cases"].append({
+            "args": [dump_spec(a, folder, f"{stem}_a{j}") for j, a in enumerate(case.args)],
+            "kwargs": {k: dump_spec(v, folder, f"{stem}_k{k}") for k, v in case.kwargs.items()},
+            "want": dump(want, folder, f"{stem}_w"),
+        })
+    entry["part"] = ctx["part"]
+    ctx["checks"].append(entry)
+
+
+def run_part(checks: list[dict], namespace: dict, in_folder: str, out_folder: str, part: str) -> None:
+    """Harness (inside the sandbox): call the student's functions on the recorded inputs and write
+    the raw, normalised results to ``out_folder/<part>.json``. Computes no verdict."""
+    results = []
+    for ci, chk in enumerate(checks):
+        fn = namespace.get(chk["fn"])
+        probe = Probe(chk["probe"][0], **chk["probe"][1]) if chk.get("probe") else None
+        for k, case in enumerate(chk["cases"]):
+            try:
+                if not callable(fn):
+                    raise NameError(f"{chk['fn']} is not defined (or not a function)")
+                args = []
+                for a in case["args"]:
+                    v = load_spec(a, in_folder)
+                    if isinstance(a, list) and a[0] == "fixture" and isinstance(v, tuple):
+                        args.extend(v)
+                    else:
+                        args.append(v)
+                kwargs = {key: load_spec(v, in_folder) for key, v in case["kwargs"].items()}
+                node = _call(fn, args, kwargs, probe)
+            except Exception as exc:  # noqa: BLE001
+                node = ("error", _type_names(exc), str(exc)[:500])
+            try:
+                tree = dump(node, out_folder, f"{part}_{ci}_{k}")
+            except Exception as exc:  # noqa: BLE001 - e.g. an unsavable array
+                tree = ["error", _type_names(exc), str(exc)[:500]]
+            results.append(tree)
+    tmp = os.path.join(out_folder, f".{part}.json.tmp")
+    with open(tmp, "w") as f:
+        json.dump(results, f)
+    os.replace(tmp, os.path.join(out_folder, f"{part}.json"))
+
+
+# ----------------------------------------------------------------------------------------------
+# Trusted references the labs compare against
+# ----------------------------------------------------------------------------------------------
+
+
+class refs:
+    """Reference implementations (PyTorch / NumPy) that lab checks compare against."""
+
+    @staticmethod
+    def correlate2d(image: np.ndarray, kernel: np.ndarray) -> np.ndarray:
+        import torch
+        import torch.nn.functional as F
+        x = torch.from_numpy(np.asarray(image, dtype=np.float64))[None, None]
+        w = torch.from_numpy(np.asarray(kernel, dtype=np.float64))[None, None]
+        return F.conv2d(x, w)[0, 0].numpy()
+
+    @staticmethod
+    def conv2d(x: np.ndarray, w: np.ndarray, b: np.ndarray | None = None, stride: int = 1,
+               padding: int = 0) -> np.ndarray:
+        import torch
+        import torch.nn.functional as F
+        t = (lambda a: None if a is None else torch.from_numpy(np.asarray(a, dtype=np.float64)))
+        return F.conv2d(t(x), t(w), t(b), stride=stride, padding=padding).numpy()
+
+    @staticmethod
+    def max_pool2d(x: np.ndarray, size: int, stride: int | None = None) -> np.ndarray:
+        import torch
+        import torch.nn.functional as F
+        return F.max_pool2d(torch.from_numpy(np.asarray(x, dtype=np.float64)), size,
+                            stride or size).numpy()
+
+    @staticmethod
+    def conv_transpose2d(x: np.ndarray, w: np.ndarray, stride: int = 1, padding: int = 0) -> np.ndarray:
+        import torch
+        import torch.nn.functional as F
+        t = (lambda a: torch.from_numpy(np.asarray(a, dtype=np.float64)))
+        return F.conv_transpose2d(t(x), t(w), stride=stride, padding=padding).numpy()
+
+    @staticmethod
+    def cross_entropy(logits, labels):
+        import torch.nn.functional as F
+        return F.cross_entropy(logits, labels)
