@@ -125,6 +125,9 @@ def _bwrap_prefix(job_dir: Path | None, inputs: Path | None) -> list[str]:
     for f in ("/etc/ld.so.cache", "/etc/ld.so.conf", "/etc/ld.so.conf.d", "/etc/passwd", "/etc/group",
               "/etc/nsswitch.conf", "/etc/localtime", "/etc/alternatives"):
         cmd += ["--ro-bind-try", f, f]
+    # /tmp first: the interpreter, the venv or the course may themselves live under /tmp (a CI
+    # clone), and a tmpfs mounted after their binds would hide them
+    cmd += ["--proc", "/proc", "--dev", "/dev", "--size", str(64 << 20), "--tmpfs", "/tmp"]
     roots = []
     for p in (sys.base_prefix, sys.prefix, str(_LIB_ROOT)):
         p = os.path.realpath(p)
@@ -132,7 +135,6 @@ def _bwrap_prefix(job_dir: Path | None, inputs: Path | None) -> list[str]:
             roots.append(p)
     for p in roots:
         cmd += ["--ro-bind", p, p]
-    cmd += ["--proc", "/proc", "--dev", "/dev", "--size", str(64 << 20), "--tmpfs", "/tmp"]
     if job_dir is not None:
         cmd += ["--bind", str(job_dir), "/job"]
     if inputs is not None:
