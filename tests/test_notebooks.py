@@ -20,9 +20,18 @@ from run_notebooks import execute  # noqa: E402
 NOTEBOOKS = sorted((ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb"))
 SOLUTIONS = sorted((ROOT / "solutions").glob("[0-9][0-9]_*.ipynb"))
 CELL_TIMEOUT_S = 120
-# The course promises a smoke run of at most 30 s per notebook on a 2-core CPU (kernel start
-# included); CVDL_SMOKE_BUDGET_S can relax it on a slower or busier machine.
-SMOKE_BUDGET_S = float(os.environ.get("CVDL_SMOKE_BUDGET_S", "30"))
+# The course promises a smoke run of at most 30 s per notebook on a 2-core CPU (45 s for the
+# heavier lectures 04-06 and the labs), kernel start included; CVDL_SMOKE_BUDGET_S overrides it
+# on a slower or busier machine.
+_OVERRIDE = os.environ.get("CVDL_SMOKE_BUDGET_S")
+
+
+def smoke_budget_s(path: Path) -> float:
+    if _OVERRIDE:
+        return float(_OVERRIDE)
+    if path.parent.name != "notebooks" or path.name[:2] in ("04", "05", "06"):
+        return 45.0
+    return 30.0
 
 
 def test_there_are_notebooks():
@@ -41,5 +50,5 @@ def test_notebook_runs_in_smoke_mode(path, tmp_path, notebook_times):
         a = np.load(npy, allow_pickle=False).astype(np.float64)
         assert a.size and np.isfinite(a).all(), f"{path.name}: figure array {npy.name} has NaN/inf"
         assert a.max() > a.min(), f"{path.name}: figure array {npy.name} is constant (a blank image)"
-    assert run.seconds <= SMOKE_BUDGET_S, (
-        f"{path.name} took {run.seconds:.1f} s in smoke mode; the budget is {SMOKE_BUDGET_S:.0f} s")
+    budget = smoke_budget_s(path)
+    assert run.seconds <= budget, f"{path.name} took {run.seconds:.1f} s in smoke mode; the budget is {budget:.0f} s"

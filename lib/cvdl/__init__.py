@@ -10,6 +10,9 @@ One module per concern, each small enough to read top to bottom:
 - ``cvdl.conv``    — convolution from scratch (checked against ``F.conv2d``)
 - ``cvdl.arith``   — convolution arithmetic (Dumoulin & Visin), diagrams and an explorer
 - ``cvdl.models``  — the CNNs the course builds (pattern builder, residual block)
+- ``cvdl.viz``     — looking inside: saliency, guided backprop, occlusion, class models, top patches
+- ``cvdl.art``      — inversion, DeepDream, Gram matrices, style transfer, random-feature networks
+- ``cvdl.attacks``  — FGSM, the box-constrained attack, fooling images (MAP-Elites, gradient ascent)
 - ``cvdl.zoo``     — networks to look inside: ImageNet weights when cached, course-trained CNNs otherwise
 - ``cvdl.labcheck`` — lab checks: one ``check(...)`` declaration read by students, nbgrader and the grader
 - ``cvdl.labs``     — labs/ generated from solutions/ (nbgrader format); splicing submissions
@@ -22,7 +25,8 @@ from .report import record, record_array
 
 __version__ = "0.1.0"
 
-_SUBMODULES = ("arith", "augment", "config", "conv", "data", "device", "models", "plot", "report", "train", "zoo")
+_SUBMODULES = ("arith", "art", "attacks", "augment", "config", "conv", "data", "device", "grade", "labcheck",
+               "labs", "models", "plot", "report", "train", "viz", "zoo")
 
 
 def __getattr__(name):  # ``cvdl.plot`` etc. work without importing each submodule first

@@ -47,14 +47,16 @@ def torchvision_model(name: str, weights: str = "DEFAULT", download: bool = True
     if not path.is_file() and not download:
         return None, (f"ImageNet weights for {name} are not in the torch cache ({path}) and downloading "
                       "was not allowed; using the course's own networks instead.")
+    where = "torch cache" if path.is_file() else "download"
     try:
+        if not path.is_file():  # fetch the weights before building a (possibly huge) model
+            w.get_state_dict(progress=True)
         model = get_model(name, weights=w)
     except Exception as err:  # offline: one line, not a traceback from inside urllib
         reason = getattr(err, "reason", None) or err
         return None, (f"ImageNet weights for {name} are not available: not in the torch cache ({path}) "
                       f"and the download failed ({type(err).__name__}: {reason}); using the course's "
                       "own networks instead.")
-    where = "torch cache" if path.is_file() else "download"
     model = model.to(device if device is not None else get_device()).eval()
     return model, f"using torchvision's {name} with ImageNet weights {w.name} ({where}: {path})"
 
