@@ -90,7 +90,7 @@ def test_checkpoint_is_loaded_for_the_same_settings_only():
     m1 = mlp()
     h1 = train.fit(m1, (x, y), epochs=3, lr=0.05, device="cpu", progress=False, checkpoint="blobs")
     assert not h1.loaded and h1.seconds > 0
-    m2 = nn.Sequential(nn.Linear(2, 16), nn.ReLU(), nn.Linear(16, 3))  # fresh random weights
+    m2 = mlp()  # the same starting weights: the trained ones must come from the checkpoint
     h2 = train.fit(m2, (x, y), epochs=3, lr=0.05, device="cpu", progress=False, checkpoint="blobs")
     assert h2.loaded and h2.rows == h1.rows and h2.seconds == pytest.approx(h1.seconds)
     for a, b in zip(m1.state_dict().values(), m2.state_dict().values()):
@@ -126,3 +126,16 @@ def test_short_runs_of_any_length_train(n):
     x, y = blobs(n)
     hist = train.fit(mlp(), (x, y), epochs=1, batch_size=32, lr=0.01, device="cpu", progress=False)
     assert len(hist) == 1 and hist.last["train_loss"] == hist.last["train_loss"]  # not NaN
+
+
+def test_checkpoint_key_depends_on_the_starting_weights():
+    """Fine-tuning from pretrained weights and training from scratch must not share a checkpoint."""
+    x, y = blobs()
+    a = mlp()
+    train.fit(a, (x, y), epochs=2, lr=0.05, device="cpu", progress=False, checkpoint="init")
+    b = mlp()
+    with torch.no_grad():
+        b[0].weight.add_(1.0)  # other starting weights, same architecture and settings
+    hist = train.fit(b, (x, y), epochs=2, lr=0.05, device="cpu", progress=False, checkpoint="init")
+    assert not hist.loaded
+    assert len(os.listdir(os.path.join(os.environ["CVDL_CACHE"], "checkpoints"))) == 2

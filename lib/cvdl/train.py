@@ -119,6 +119,17 @@ def _fingerprint(obj) -> str:
     return type(obj).__name__
 
 
+def _state_digest(model: nn.Module) -> str:
+    """A digest of the model's starting weights: the same settings from other weights (e.g.
+    fine-tuning vs training from scratch) must not share a checkpoint."""
+    h = hashlib.sha256()
+    for k, v in model.state_dict().items():
+        h.update(k.encode())
+        h.update(v.detach().cpu().contiguous().numpy().tobytes() if v.dtype != torch.bfloat16
+                 else v.detach().float().cpu().numpy().tobytes())
+    return h.hexdigest()[:16]
+
+
 def checkpoint_path(name: str, model: nn.Module, settings: dict) -> str:
     """Where a checkpoint for these exact settings lives: ``<cache>/checkpoints/<name>-<hash>.pt``."""
     if not isinstance(name, str) or not name or "/" in name:
@@ -184,7 +195,7 @@ def fit(model: nn.Module, train, val=None, *, epochs: int = 1, lr: float = 1e-3,
                         momentum=momentum, schedule=schedule, batch_size=batch_size,
                         augment=getattr(augment, "__name__", repr(augment)), loss=getattr(loss_fn, "__name__", "loss"),
                         seed=seed, train=_fingerprint(train), val=_fingerprint(val) if val is not None else None,
-                        trainable=None if params is None else "subset")
+                        trainable=None if params is None else "subset", init=_state_digest(model))
         path = checkpoint_path(checkpoint, model, settings)
         if os.path.exists(path):
             state = torch.load(path, map_location="cpu", weights_only=False)
