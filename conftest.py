@@ -31,6 +31,19 @@ def notebook_times(request):
     return request.config.stash[NOTEBOOK_TIMES]
 
 
+@pytest.fixture
+def one_thread():
+    """One torch CPU thread for the test, restored afterwards: for tests made of many tiny
+    forward/backward passes, thread hand-offs cost more than the work on a busy 2-core machine.
+    Use with ``pytestmark = pytest.mark.usefixtures("one_thread")``."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 def pytest_terminal_summary(terminalreporter, exitstatus, config):
     rows = config.stash.get(NOTEBOOK_TIMES, [])
     if not rows:

@@ -36,13 +36,7 @@ N_CONV, N_TRANSPOSED, N_MAXPOOL, N_AVGPOOL = 3500, 3500, 1500, 1500  # 10 000 in
 
 # --------------------------------------------------------------------------- helpers
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny convolutions: thread hand-off costs ~1000× the work on a busy 2-core machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # see conftest.py
 
 
 def _torch_shape(layer: nn.Module, h: int, w: int) -> tuple[int, int] | None:

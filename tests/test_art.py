@@ -14,14 +14,7 @@ import torch.nn.functional as F
 from cvdl import art
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    # these tests are many tiny forward/backward passes: one CPU thread is several times faster than
-    # two on a busy machine (thread hand-offs dominate); restored afterwards
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")  # see conftest.py
 
 
 def _rand(*shape, seed=0, dtype=torch.float64):
