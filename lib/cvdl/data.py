@@ -205,8 +205,8 @@ def _install(src_stream_factory: Callable[[], "object"], dest: Path, checksum: s
             os.remove(tmp)
 
 
-class _Counted:
-    """Wrap a response so the progress bar counts compressed bytes when unpacking on the fly."""
+class _Closing:
+    """Use an open HTTP response as a context manager that closes it (like ``open`` for files)."""
 
     def __init__(self, resp):
         self.resp = resp
@@ -244,7 +244,7 @@ def _fetch_file(spec: FileSpec, root: Path, looked: list[str], timeout: float) -
         try:
             resp = urllib.request.urlopen(url, timeout=timeout)  # noqa: S310 (public https URLs)
             length = resp.headers.get("Content-Length")
-            _install(lambda: _Counted(resp), dest, spec.checksum, spec.gunzip,
+            _install(lambda: _Closing(resp), dest, spec.checksum, spec.gunzip,
                      int(length) if length else None, f"downloading {Path(url).name}")
             return "download"
         except Exception as err:  # any network failure becomes one line of the message
