@@ -22,6 +22,9 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --upgrade pip >/dev/null
 	$(BIN)/python -m pip install -e .
 	$(BIN)/python -m ipykernel install --sys-prefix --name $(KERNEL) --display-name "Python (cvdl course)"
+	@# the ImageNet weights (MobileNet-v2, EfficientNet-Lite0), verified into the course's cache;
+	@# without them every notebook still runs on the course-trained networks
+	$(BIN)/python -c "from cvdl import zoo; print('ImageNet weights:', zoo.fetch_weights())"
 	@touch $(STAMP)
 
 kernel: $(STAMP)

@@ -28,7 +28,7 @@ import torch.nn as nn  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 from matplotlib.backends.backend_agg import FigureCanvasAgg  # noqa: E402
 
-from cvdl import arith  # noqa: E402
+from cvdl import arith, arith_figures  # noqa: E402
 
 SEED = 0
 N_CONV, N_TRANSPOSED, N_MAXPOOL, N_AVGPOOL = 3500, 3500, 1500, 1500  # 10 000 in all
@@ -208,25 +208,38 @@ def test_fits_and_strict_mode():
 
 
 @pytest.mark.parametrize("call, message", [
-    (lambda: arith.conv_output_size(7, 3, 0), "stride s must be positive"),
-    (lambda: arith.conv_output_size(7, 3, 1, -1), "padding p must be non-negative"),
-    (lambda: arith.conv_output_size(7, 0), "kernel size k must be positive"),
-    (lambda: arith.conv_output_size(7, 3, d=0), "dilation d must be positive"),
+    (lambda: arith.conv_output_size(7, 3, 0), "stride s must be a positive integer, got 0"),
+    (lambda: arith.conv_output_size(7, 3, 1, -1), "padding p must be a non-negative integer, got -1"),
+    (lambda: arith.conv_output_size(7, 0), "kernel size k must be a positive integer, got 0"),
+    (lambda: arith.conv_output_size(7, 3, d=0), "dilation d must be a positive integer, got 0"),
     (lambda: arith.conv_output_size(3, 5), r"k̂ = 5 .* larger than i \+ 2p = 3"),
     (lambda: arith.conv_output_size(7, 3, d=4), r"k̂ = 9"),
-    (lambda: arith.conv_output_size(7.0, 3), "input size i must be an integer"),
-    (lambda: arith.conv_output_size(True, 3), "input size i must be an integer"),
     (lambda: arith.transposed_output_size(4, 3, 2, output_padding=2), "output_padding must be smaller"),
     (lambda: arith.transposed_output_size(1, 1, 1, 1), "below 1"),
     (lambda: arith.pool_output_size(7, 3, 1, 2), r"p ≤ ⌊k/2⌋ = ⌊3/2⌋ = 1, got p = 2"),
     (lambda: arith.pool_output_size(9, 3, 1, 2, d=2), r"p ≤ ⌊k/2⌋ = ⌊3/2⌋ = 1, got p = 2"),
     (lambda: arith.conv_params(3, 10, 5, groups=2), "divisible by groups"),
-    (lambda: arith.receptive_field([(3, 0)]), "stride s must be positive"),
+    (lambda: arith.receptive_field([(3, 0)]), "stride s must be a positive integer, got 0"),
     (lambda: arith.receptive_field([nn.Linear(3, 3)]), "does not know how Linear"),
 ])
 def test_bad_input_raises_value_error_naming_the_value(call, message):
     with pytest.raises(ValueError, match=message):
         call()
+
+
+@pytest.mark.parametrize("call, message", [
+    (lambda: arith.conv_output_size(7.0, 3), r"input size i must be a positive integer, got 7.0 \(float\)"),
+    (lambda: arith.conv_output_size(True, 3), r"input size i must be a positive integer, got True \(bool\)"),
+    (lambda: arith.pool_output_size(7, 2, p=None), r"padding p must be a non-negative integer, got None"),
+    (lambda: arith.conv_params(3, 10, 2.5), r"kernel height must be a positive integer, got 2.5"),
+])
+def test_wrong_type_raises_type_error_naming_the_value(call, message):
+    with pytest.raises(TypeError, match=message):
+        call()
+
+
+def test_integer_scalars_of_numpy_and_torch_are_accepted():
+    assert arith.conv_output_size(np.int64(7), torch.tensor(3), s=np.int32(2)) == 3
 
 
 def test_output_padding_inverts_conv():
@@ -326,6 +339,53 @@ def test_receptive_field_matches_gradient_of_real_stack():
     assert checked >= 30, checked
 
 
+def test_receptive_field_of_1d_and_3d_layers_matches_the_tuples():
+    # 1-d layers store (k,) tuples (MaxPool1d an int); 3-d layers (d, h, w): the asked axis is used
+    one_d = nn.Sequential(nn.Conv1d(1, 1, 3, stride=2, padding=1, dilation=2), nn.ReLU(),
+                          nn.MaxPool1d(2), nn.AvgPool1d(3, stride=1, padding=1), nn.Conv1d(1, 1, 5))
+    specs = [(3, 2, 1, 2), (2, 2, 0, 1), (3, 1, 1, 1), (5, 1, 0, 1)]
+    assert arith.receptive_field_trace(one_d) == arith.receptive_field_trace(specs)
+    for axis in (0, 1):  # a 1-d layer is the same along any axis asked for
+        assert arith.receptive_field(one_d, axis=axis) == arith.receptive_field(specs)
+    two_d = nn.Sequential(nn.Conv2d(1, 1, 3, stride=2, padding=1, dilation=2), nn.MaxPool2d(2),
+                          nn.AvgPool2d(3, stride=1, padding=1), nn.Conv2d(1, 1, 5))
+    assert arith.receptive_field_trace(one_d) == arith.receptive_field_trace(two_d)
+    # 3-d: a different size along each axis, each equal to the 2-d / tuple answer for that axis
+    three_d = nn.Sequential(nn.Conv3d(1, 1, (1, 3, 5), stride=(1, 2, 1), padding=(0, 1, 2)),
+                            nn.MaxPool3d((1, 2, 3)), nn.AvgPool3d((2, 3, 1), stride=1))
+    per_axis = {0: [(1, 1, 0), (1, 1, 0), (2, 1, 0)], 1: [(3, 2, 1), (2, 2, 0), (3, 1, 0)],
+                2: [(5, 1, 2), (3, 3, 0), (1, 1, 0)]}
+    for axis, tuples in per_axis.items():
+        assert arith.receptive_field_trace(three_d, axis=axis) == arith.receptive_field_trace(tuples), axis
+    hw = nn.Sequential(nn.Conv2d(1, 1, (3, 5), stride=(2, 1), padding=(1, 2)), nn.MaxPool2d((2, 3)),
+                       nn.AvgPool2d((3, 1), stride=1))
+    for axis in (0, 1):
+        assert arith.receptive_field_trace(three_d, axis=axis + 1) == arith.receptive_field_trace(hw, axis=axis)
+    with pytest.raises(ValueError, match=r"axis must be in 0..2 .*kernel_size is \(1, 3, 5\), got 3"):
+        arith.receptive_field(three_d, axis=3)
+    with pytest.raises(TypeError, match="axis must be a non-negative integer"):
+        arith.receptive_field(three_d, axis=1.0)
+
+
+def _measured_rf_1d(layers, size: int = 64) -> int:
+    """Receptive field of the centre output unit, from the gradient through all-ones weights."""
+    for m in layers:
+        if isinstance(m, nn.Conv1d):
+            nn.init.ones_(m.weight)
+            nn.init.zeros_(m.bias)
+    x = torch.ones(1, 1, size, requires_grad=True)
+    y = layers(x)
+    y[0, 0, y.shape[-1] // 2].backward()
+    where = torch.nonzero(x.grad[0, 0]).flatten()
+    return int(where.max() - where.min()) + 1
+
+
+def test_receptive_field_of_1d_layers_matches_their_gradient():
+    layers = nn.Sequential(nn.Conv1d(1, 1, 3, dilation=2), nn.AvgPool1d(2), nn.Conv1d(1, 1, 3, stride=2),
+                           nn.AvgPool1d(3, stride=1))
+    assert _measured_rf_1d(layers) == arith.receptive_field(layers) == 18
+
+
 def test_three_3x3_convs_see_7x7():
     assert arith.receptive_field([(3,)] * 3) == 7 == arith.receptive_field([(7,)])
     assert arith.receptive_field([]) == 1
@@ -402,7 +462,7 @@ def test_diagram_matches_torch_sizes_and_taps(cfg):
     cfg = dict(cfg)
     transposed, a = cfg.pop("transposed", False), cfg.pop("output_padding", 0)
     i, k, s, p, d = cfg["i"], cfg["k"], cfg.get("s", 1), cfg.get("p", 0), cfg.get("d", 1)
-    diagram = arith.ConvDiagram(i, k, s, p, d, transposed=transposed, output_padding=a)
+    diagram = arith_figures.ConvDiagram(i, k, s, p, d, transposed=transposed, output_padding=a)
     try:
         x = torch.ones(1, 1, i, i, requires_grad=True)
         w = torch.ones(1, 1, k, k)
@@ -428,7 +488,7 @@ def test_diagram_matches_torch_sizes_and_taps(cfg):
 
 
 def test_animation_frames_have_the_right_size():
-    anim = arith.animate_conv(5, 3, s=2, p=1, max_frames=4, dpi=40)
+    anim = arith_figures.animate_conv(5, 3, s=2, p=1, max_frames=4, dpi=40)
     diagram = anim.diagram
     assert diagram.output == arith.conv_output_size(5, 3, 2, 1) == 3
     assert diagram.frame_positions(4) == [0, 3, 5, 8]  # first and last position included
@@ -452,25 +512,35 @@ def test_animation_frames_have_the_right_size():
 
 
 def test_draw_conv_and_errors():
-    fig = arith.draw_conv(7, 3, s=2, position=4)
+    fig = arith_figures.draw_conv(7, 3, s=2, position=4)
     assert len(fig.axes) == 2
     plt.close(fig)
     with pytest.raises(ValueError, match="exceeds"):
-        arith.ConvDiagram(5, 3, s=1, p=3, transposed=True)  # valid (o' = 1) but p > k̂ − 1
+        arith_figures.ConvDiagram(5, 3, s=1, p=3, transposed=True)  # valid (o' = 1) but p > k̂ − 1
     with pytest.raises(ValueError, match="only applies to transposed"):
-        arith.ConvDiagram(5, 3, output_padding=1)
+        arith_figures.ConvDiagram(5, 3, output_padding=1)
 
 
 # --------------------------------------------------------------------------- explorer
 
+def test_formulas_import_without_the_drawing_code():
+    import subprocess
+    import sys
+
+    code = ("import sys; import cvdl.arith as a; "
+            "assert 'matplotlib' not in sys.modules and 'cvdl.arith_figures' not in sys.modules; "
+            "assert not hasattr(a, 'draw_conv')")
+    subprocess.run([sys.executable, "-c", code], check=True)
+
+
 def test_explorer_runs_headless(capsys):
-    diagram = arith.explore(show=False)  # what the notebook calls directly
+    diagram = arith_figures.explore(show=False)  # what the notebook calls directly
     assert (diagram.grid, diagram.output) == (7, 5)
     assert "= 5" in capsys.readouterr().out
-    assert arith.explore(7, 3, 1, 4, transposed=True, show=False) is None  # p > k̂ − 1
+    assert arith_figures.explore(7, 3, 1, 4, transposed=True, show=False) is None  # p > k̂ − 1
     assert "invalid configuration" in capsys.readouterr().out
 
-    widget = arith.explorer()
+    widget = arith_figures.explorer()
     sliders = {c.description: c for c in widget.children if hasattr(c, "description")}
     assert {"input i", "kernel k", "stride s", "padding p", "dilation d", "transposed"} <= set(sliders)
     assert widget.result.output == 5

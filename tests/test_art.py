@@ -107,14 +107,16 @@ def test_priors_reject_bad_input():
         art.total_variation(torch.rand(1, 1, 3, 3), beta=0)
     with pytest.raises(ValueError, match="H, W >= 2"):
         art.total_variation(torch.rand(1, 1, 1, 3))
-    with pytest.raises(ValueError, match=r"\[B, C, H, W\]"):
+    with pytest.raises(ValueError, match=r"\[N, C, H, W\]"):
         art.total_variation(torch.rand(3, 3))
     with pytest.raises(ValueError, match="alpha"):
         art.alpha_norm(torch.rand(1, 1, 3, 3), alpha=0.5)
-    with pytest.raises(ValueError, match="floating-point"):
+    with pytest.raises(TypeError, match="floating-point"):
         art.gram_matrix(torch.ones(1, 2, 3, 3, dtype=torch.int64))
-    with pytest.raises(ValueError, match=r"\[B, C, H, W\]"):
+    with pytest.raises(ValueError, match=r"\[N, C, H, W\]"):
         art.gram_matrix(torch.rand(2, 3, 4))
+    with pytest.raises(TypeError, match="beta must be a positive number"):
+        art.total_variation(torch.rand(1, 1, 3, 3), beta="2")
 
 
 # ----------------------------------------------------------------------------------------------
@@ -138,6 +140,22 @@ def test_feature_extractor_returns_named_layers_and_stops_early():
     torch.testing.assert_close(out["relu2"], body[3](body[2](body[1](body[0](x)))))
     torch.testing.assert_close(fx.layer("relu2")(x), out["relu2"])
     assert not any(m._forward_hooks for m in body.modules())             # hooks removed after the call
+    xg = x.clone().requires_grad_(True)                                  # gradients flow to the input
+    fx(xg)["relu1"].sum().backward()
+    assert xg.grad is not None and xg.grad.abs().sum() > 0
+
+
+def test_feature_extractor_and_layer_output_agree():
+    # one hook implementation (viz.recording) behind both APIs: FeatureExtractor keeps the graph,
+    # viz.layer_output runs without gradients, in batches, to the CPU — the numbers are the same
+    from cvdl import viz
+
+    torch.manual_seed(0)
+    body = nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU(), nn.Conv2d(4, 5, 3), nn.ReLU(), nn.Flatten())
+    x = torch.rand(5, 3, 10, 10)
+    hooked = art.FeatureExtractor(body, ["3"])(x)["3"]
+    assert hooked.requires_grad
+    torch.testing.assert_close(viz.layer_output(body, "3", x, batch_size=2), hooked.detach())
 
 
 def test_feature_extractor_rejects_unknown_layers():
@@ -310,3 +328,5 @@ def test_upconv_decoder_shapes():
         art.UpconvDecoder(10, (1, 30, 30))
     with pytest.raises(ValueError, match="in_features"):
         art.UpconvDecoder(0)
+    with pytest.raises(TypeError, match="in_features must be a positive integer"):
+        art.UpconvDecoder(10.0)

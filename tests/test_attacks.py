@@ -1,5 +1,6 @@
 """cvdl.attacks: FGSM, the box projection, Szegedy et al.'s box-constrained attack, matched noise,
 MAP-Elites and gradient fooling — against autograd, closed forms, finite differences and SciPy."""
+import copy
 import functools
 import math
 
@@ -9,9 +10,9 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from cvdl.attacks import (average_distortion, box_constrained_attack, box_objective, check_images, fgsm,
-                          gaussian_noise_at_distortion, gradient_fooling, map_elites, minimise_box_objective,
-                          project_box)
+from cvdl.attacks import (average_distortion, box_constrained_attack, box_objective, fgsm,
+                          gaussian_noise_at_distortion, gradient_fooling, input_gradient, map_elites,
+                          minimise_box_objective, project_box)
 
 
 def small_cnn(seed=0):
@@ -122,12 +123,70 @@ def test_fgsm_rejects_bad_input():
         fgsm(model, x, y, -0.1)
     with pytest.raises(ValueError, match=r"\[0, 1\]"):
         fgsm(model, x * 2, y, 0.1)
-    with pytest.raises(ValueError, match="float"):
+    with pytest.raises(TypeError, match="float"):
         fgsm(model, (x * 255).to(torch.uint8), y, 0.1)
     with pytest.raises(ValueError, match="y must be"):
         fgsm(model, x, torch.tensor([0]), 0.1)
     with pytest.raises(ValueError, match=r"\[0, 1\]"):
-        check_images(torch.full((1, 1, 2, 2), float("nan")))
+        fgsm(model, torch.full((2, 1, 8, 8), float("nan")), y, 0.1)
+    with pytest.raises(TypeError, match="eps must be a finite number >= 0"):
+        fgsm(model, x, y, "0.1")
+    with pytest.raises(TypeError, match="x must be a tensor"):
+        fgsm(model, x.numpy(), y, 0.1)
+
+
+# ---------------------------------------------------------------- an attack leaves the model as it was
+
+def bn_cnn(seed=0):
+    """A CNN with BatchNorm and Dropout, left in training mode with non-trivial running statistics."""
+    torch.manual_seed(seed)
+    model = nn.Sequential(nn.Conv2d(1, 4, 3), nn.BatchNorm2d(4), nn.ReLU(), nn.Dropout(0.5), nn.Flatten(),
+                          nn.Linear(4 * 6 * 6, 5))
+    with torch.no_grad():
+        model(torch.rand(32, 1, 8, 8) * 0.5)       # training mode: updates the running statistics
+    return model.train()
+
+
+def _unchanged(model, before):
+    assert model.training and all(m.training for m in model.modules()), "the model's mode must be restored"
+    after = model.state_dict()
+    assert before.keys() == after.keys() and all(torch.equal(before[k], after[k]) for k in before), \
+        "the attack changed the model's state (BatchNorm running statistics?)"
+    assert all(p.grad is None for p in model.parameters()), "the attack left gradients in the weights"
+
+
+def test_fgsm_on_a_training_model_is_fgsm_in_eval_mode_and_changes_nothing():
+    model = bn_cnn()
+    before = copy.deepcopy(model.state_dict())
+    g = torch.Generator().manual_seed(0)
+    x, y = torch.rand(6, 1, 8, 8, generator=g), torch.randint(0, 5, (6,), generator=g)
+    adv = fgsm(model, x, y, 0.1)
+    _unchanged(model, before)
+    frozen = copy.deepcopy(model).eval()
+    assert torch.equal(adv, fgsm(frozen, x, y, 0.1))                 # batch statistics not used
+    assert torch.equal(input_gradient(model, x, y), input_gradient(frozen, x, y))
+    _unchanged(model, before)
+
+
+@pytest.mark.parametrize("attack", ["input_gradient", "minimise_box_objective", "box_constrained_attack",
+                                    "gradient_fooling", "map_elites"])
+def test_every_attack_leaves_a_training_model_unchanged(attack):
+    model = bn_cnn()
+    before = copy.deepcopy(model.state_dict())
+    g = torch.Generator().manual_seed(0)
+    x, y = torch.rand(4, 1, 8, 8, generator=g), torch.randint(0, 5, (4,), generator=g)
+    frozen = copy.deepcopy(model).eval()
+    runs = {
+        "input_gradient": lambda m: input_gradient(m, x, y),
+        "minimise_box_objective": lambda m: minimise_box_objective(m, x, y, 1.0, steps=3)[0],
+        "box_constrained_attack": lambda m: box_constrained_attack(m, x, y, rounds=2, steps=3).x_adv,
+        "gradient_fooling": lambda m: gradient_fooling(m, (1, 8, 8), 5, 3).images,
+        "map_elites": lambda m: map_elites(m, (1, 8, 8), 5, 3, batch_size=4,
+                                           generator=torch.Generator().manual_seed(1)).images,
+    }
+    out = runs[attack](model)
+    _unchanged(model, before)
+    assert torch.equal(out, runs[attack](frozen))                     # the same as in eval mode
 
 
 # ---------------------------------------------------------------- the box and the distortion
@@ -147,6 +206,36 @@ def test_project_box_is_clamp_and_stays_in_box():
         project_box(x, r[:2])
     with pytest.raises(ValueError, match="low < high"):
         project_box(x, r, 1.0, 0.0)
+    with pytest.raises(TypeError, match="r must be a tensor"):
+        project_box(x, r.numpy())
+
+
+def _ulp(t: torch.Tensor) -> torch.Tensor:
+    """The spacing of floats at |t| (towards larger magnitude)."""
+    a = t.abs()
+    return torch.nextafter(a, torch.full_like(a, math.inf)) - a
+
+
+def test_project_box_lands_in_the_box_exactly():
+    # the reported case: clamp(x + r) − x = −1.1 rounds, and 0.6 + (−1.1) = −0.5000000000000001 < low
+    x, r = torch.tensor([0.6], dtype=torch.float64), torch.tensor([-5.0], dtype=torch.float64)
+    y = (x + project_box(x, r, -0.5, 1.0)).item()
+    assert -0.5 <= y <= 1.0 and abs(y + 0.5) <= math.ulp(0.5)
+    g = torch.Generator().manual_seed(0)
+    for dtype in (torch.float32, torch.float64):
+        for low, high in [(0.0, 1.0), (-0.5, 1.0), (-1.0, 2.0), (-0.5, 10.0), (-3.0, -1.0), (0.1, 0.2)]:
+            x = (low + (high - low) * torch.rand(20_000, generator=g, dtype=torch.float64)).to(dtype)
+            r = (4 * (high - low) * torch.randn(20_000, generator=g, dtype=torch.float64)).to(dtype)
+            p = project_box(x, r, low, high)
+            y, ref = x + p, torch.clamp(x + r, low, high)
+            assert ((y >= low) & (y <= high)).all(), (dtype, low, high)      # in the box, exactly
+            inside = ((x + r) >= low) & ((x + r) <= high)
+            assert torch.equal(p[inside], r[inside])                         # feasible steps untouched
+            # x + p moves in steps of p's last bit: it equals the clamp to within one of them ...
+            assert ((y - ref).abs() <= _ulp(p)).all(), (dtype, low, high)
+            if max(abs(low), abs(high)) <= 2 * min(abs(v) for v in (low, high) if v) or low == 0:
+                assert ((y - ref).abs() <= _ulp(ref)).all(), (dtype, low, high)   # ... and of the clamp
+            assert torch.equal(project_box(x, p, low, high), p)              # still idempotent
 
 
 def test_average_distortion_formula():

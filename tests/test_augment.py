@@ -145,14 +145,16 @@ def test_augmentations_work_as_fit_augment():
 
 def test_bad_input_raises():
     x = torch.rand(2, 1, 8, 8)
-    with pytest.raises(ValueError, match=r"\[B, C, H, W\]"):
+    with pytest.raises(ValueError, match=r"\[N, C, H, W\]"):
         affine(torch.rand(8, 8))
-    with pytest.raises(ValueError, match="floating"):
+    with pytest.raises(TypeError, match="floating"):
         RandomCrop()(torch.zeros(2, 1, 8, 8, dtype=torch.uint8))
     with pytest.raises(ValueError, match="0..4"):
         pad_crop(x, 2, 5, 0)
     with pytest.raises(ValueError, match="padding"):
         pad_crop(x, -1, 0, 0)
+    with pytest.raises(TypeError, match="padding must be a non-negative integer"):
+        RandomCrop(padding=1.5)
     with pytest.raises(ValueError, match="one value per image"):
         pad_crop(x, 1, torch.tensor([0, 1, 2]), 0)
     with pytest.raises(ValueError, match="scale"):

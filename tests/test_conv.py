@@ -257,9 +257,9 @@ def test_conv2d_errors_say_what_was_expected():
         conv.conv2d(x, torch.zeros(2, 2, 3, 3))
     with pytest.raises(ValueError, match=r"bias must have shape \(2,\).*\(3,\)"):
         conv.conv2d(x, w, torch.zeros(3))
-    with pytest.raises(ValueError, match=r"larger than the padded input.*height.*extent 9"):
+    with pytest.raises(ValueError, match=r"along the height axis: .*k̂ = 9 \(k=9, d=1\) is larger than i \+ 2p = 8"):
         conv.conv2d(x, torch.zeros(2, 3, 9, 3))
-    with pytest.raises(ValueError, match=r"larger than the padded input.*width.*extent 9.*dilation 4"):
+    with pytest.raises(ValueError, match=r"along the width axis: .*k̂ = 9 \(k=3, d=4\) is larger than i \+ 2p = 8"):
         conv.conv2d(x, w, dilation=(1, 4))
     conv.conv2d(x, torch.zeros(2, 3, 9, 3), padding=1)          # fits once padded
     with pytest.raises(ValueError, match=r"stride must be positive.*0"):
@@ -279,7 +279,7 @@ def test_loop_and_hog_errors():
         conv.correlate2d_loops(np.zeros((1, 5, 5)), np.ones((3, 3)))
     with pytest.raises(ValueError, match=r"kernel must be 2-D"):
         conv.correlate2d_loops(np.zeros((5, 5)), np.ones(3))
-    with pytest.raises(ValueError, match=r"larger than the padded input.*height.*extent 6"):
+    with pytest.raises(ValueError, match=r"along the height axis: .*k̂ = 6 \(k=6, d=1\) is larger than i \+ 2p = 5"):
         conv.correlate2d_loops(np.zeros((5, 5)), np.ones((6, 1)))
     with pytest.raises(ValueError, match=r"stride must be positive"):
         conv.correlate2d_loops(np.zeros((5, 5)), np.ones((3, 3)), stride=0)

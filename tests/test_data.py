@@ -267,6 +267,41 @@ def test_to_grey_matches_pillow():
         data.to_grey(np.zeros((4, 4, 5)))
 
 
+def test_to_grey_keeps_float_images_on_their_scale():
+    img = data.load_photo("chelsea")
+    assert np.allclose(data.to_grey(img / 255.0), data.to_grey(img), atol=1e-12)   # float in [0, 1]: not rescaled
+    assert np.allclose(data.to_grey(np.dstack([img, img[..., :1]])), data.to_grey(img))   # alpha ignored
+    grey = data.load_photo("camera")
+    assert np.array_equal(data.to_grey(grey), grey / 255.0)
+    with pytest.raises(TypeError, match="uint8 image.*floating-point.*got dtype int64"):
+        data.to_grey(np.zeros((4, 4, 3), dtype=np.int64))
+
+
+def test_photo_tensor_shapes_range_and_centre_crop():
+    full = data.photo_tensor("chelsea")
+    raw = data.load_photo("chelsea")                                      # uint8 [300, 451, 3]
+    assert full.shape == (1, 3) + raw.shape[:2] and full.dtype == torch.float32
+    assert torch.equal(full[0], torch.from_numpy(raw).permute(2, 0, 1).float() / 255)
+    small = data.photo_tensor("chelsea", 32)
+    assert small.shape == (1, 3, 32, 32) and 0 <= small.min() and small.max() <= 1
+    h, w = raw.shape[:2]
+    left = (w - h) // 2
+    same_size = data.photo_tensor("chelsea", h)                          # the centre square, not resized
+    assert torch.allclose(same_size, full[..., :, left:left + h], atol=1e-6)
+    assert data.photo_tensor("camera", 16).shape == (1, 3, 16, 16)        # a grey photo as 3 channels
+    g = data.photo_tensor("astronaut", 24, grey=True)
+    assert g.shape == (1, 1, 24, 24)
+    ref = torch.nn.functional.interpolate(torch.from_numpy(data.to_grey(data.load_photo("astronaut"))).float()[None, None],
+                                          size=(24, 24), mode="bilinear", antialias=True, align_corners=False)
+    assert torch.allclose(g, ref.clamp(0, 1), atol=1e-6)                # astronaut is square: no crop
+    with pytest.raises(ValueError, match="unknown photo 'lena'"):
+        data.photo_tensor("lena")
+    with pytest.raises(ValueError, match="size must be a positive integer, got 0"):
+        data.photo_tensor("chelsea", 0)
+    with pytest.raises(TypeError, match="size must be a positive integer"):
+        data.photo_tensor("chelsea", 32.0)
+
+
 def test_digits_and_imageset_helpers():
     d = data.load_digits()
     assert d.images.shape == (1797, 1, 8, 8) and int(d.images.max()) == 255

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from cvdl import cli, grade, labcheck, labs
+from cvdl.grading import cli, grade, labcheck, labs
 
 ROOT = Path(__file__).resolve().parents[1]
 LAB = "01_convolution"
@@ -78,7 +78,7 @@ def _zoo(root: Path, victim: Path, gradebook: Path) -> dict[str, object]:
         "builtins.AssertionError = type('AssertionError', (Exception,), {})\n"
         "builtins.max = lambda *a, **k: 0\nbuiltins.sum = lambda *a, **k: 0")})
     zoo["monkeypatch"] = _with(sol, answers=WRONG, prefix={"correlate2d": (
-        "import numpy, torch\nimport cvdl.labcheck as lc\n"
+        "import numpy, torch\nimport cvdl.grading.labcheck as lc\n"
         "numpy.allclose = lambda *a, **k: True\nnumpy.isclose = lambda a, b, **k: numpy.ones_like(a, dtype=bool)\n"
         "numpy.array_equal = lambda *a, **k: True\nnumpy.testing.assert_allclose = lambda *a, **k: None\n"
         "torch.allclose = lambda *a, **k: True\n"
@@ -319,3 +319,20 @@ def test_find_submissions_layouts(tmp_path):
     found = dict(grade.find_submissions(tmp_path, "01_x", roster=["e"]))
     assert set(found) == {"a", "b", "c", "d", "e"}
     assert found["d"] is None and found["e"] is None and found["b"].name == "01_x.ipynb"
+
+
+def test_grading_key_depends_on_every_grading_module(monkeypatch):
+    """A change to any module of cvdl/grading (or to cvdl/_io.py, which they use) builds a new key."""
+    import pathlib
+
+    base = grade._machinery_digest()
+    folder = pathlib.Path(grade.__file__).parent
+    files = sorted(folder.glob("*.py")) + [folder.parent / "_io.py"]
+    assert {f.name for f in files} >= {"__init__.py", "cli.py", "grade.py", "labcheck.py", "labrun.py", "labs.py"}
+    original = pathlib.Path.read_bytes
+    for changed in files:
+        monkeypatch.setattr(pathlib.Path, "read_bytes",
+                            lambda self, _c=changed: original(self) + (b"\n# edited" if self == _c else b""))
+        assert grade._machinery_digest() != base, f"editing {changed.name} would not build a new grading key"
+    monkeypatch.setattr(pathlib.Path, "read_bytes", original)
+    assert grade._machinery_digest() == base

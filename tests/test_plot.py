@@ -49,6 +49,41 @@ def test_show_images_errors():
         plot.show_images([np.zeros((2, 2, 2, 2))])
 
 
+def test_mosaic_tiles_every_image_into_one_picture(tmp_path, monkeypatch):
+    monkeypatch.setenv("CVDL_ARRAYS_DIR", str(tmp_path))
+    imgs = torch.rand(5, 3, 4, 6) * 10 - 3                       # any range: each image is rescaled
+    fig = plot.mosaic(imgs, ncols=3, pad=1, title="patches", row_labels=["a", "b"])
+    assert len(fig.axes) == 1 and fig.axes[0].get_title() == "patches"
+    grid = fig.axes[0].images[0].get_array()
+    assert grid.shape == (2 * 4 + 1, 3 * 6 + 2, 3)               # 2 rows, 3 columns, 1-pixel gaps
+    for k in range(5):                                          # image k at row k // 3, column k % 3
+        r, q = divmod(k, 3)
+        tile = grid[r * 5:r * 5 + 4, q * 7:q * 7 + 6]
+        ref = (imgs[k] - imgs[k].min()) / (imgs[k].max() - imgs[k].min())
+        assert np.allclose(tile, ref.permute(1, 2, 0).numpy(), atol=1e-6)
+    assert np.all(grid[5:, 14:] == 1) and np.all(grid[4] == 1)  # the empty slot and the gaps are white
+    assert [t.get_text() for t in fig.axes[0].get_yticklabels()] == ["a", "b"]
+    assert np.allclose(np.load(tmp_path / "patches.npy"), np.moveaxis(grid, -1, 0))  # the drawn array, [C, H, W]
+    grey = plot.mosaic([np.arange(6.0).reshape(2, 3)] * 2 + [np.zeros((2, 3))], ncols=2)   # [h, w] images
+    g = grey.axes[0].images[0].get_array()
+    assert g.shape == (2 * 2 + 2, 2 * 3 + 2) and g[0, 0] == 0 and g[1, 2] == 1.0 and np.all(g[4:6, 0:3] == 0)  # constant: black
+
+
+def test_mosaic_errors():
+    with pytest.raises(ValueError, match="at least one image"):
+        plot.mosaic([])
+    with pytest.raises(ValueError, match=r"images of one shape.*\(1, 4, 4\).*\(1, 5, 5\)"):
+        plot.mosaic([torch.rand(1, 4, 4), torch.rand(1, 5, 5)])
+    with pytest.raises(ValueError, match=r"C = 1 or 3, got images of shape \(2, 4, 4\)"):
+        plot.mosaic(torch.rand(3, 2, 4, 4))
+    with pytest.raises(ValueError, match="5 images in rows of 2 make 3 rows, got 2 row labels"):
+        plot.mosaic(torch.rand(5, 1, 4, 4), ncols=2, row_labels=["a", "b"])
+    with pytest.raises(ValueError, match="ncols must be a positive integer, got 0"):
+        plot.mosaic(torch.rand(2, 1, 4, 4), ncols=0)
+    with pytest.raises(TypeError, match="pad must be a non-negative integer"):
+        plot.mosaic(torch.rand(2, 1, 4, 4), pad=1.5)
+
+
 def test_plot_history_draws_one_line_per_split_and_run():
     h = History(rows=[{"epoch": e, "train_loss": 1 / e, "val_loss": 1.2 / e, "train_acc": 0.5, "val_acc": 0.6}
                       for e in (1, 2, 3)])

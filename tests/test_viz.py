@@ -10,7 +10,7 @@ from sklearn.metrics import roc_auc_score
 from sklearn.neighbors import NearestNeighbors
 
 from cvdl import arith, viz
-from cvdl.zoo import Normalize
+from cvdl.models import Normalize
 
 
 def small_cnn(seed: int = 0, dtype=torch.float64) -> nn.Sequential:
@@ -42,9 +42,54 @@ def test_layer_output_matches_direct_computation():
     direct = first(body, 5)(model[0](x))  # up to the second conv's ReLU: [7, 6, 8, 8]
     hooked = viz.layer_output(model, body[4], x, batch_size=3)
     assert hooked.shape == (7, 6, 8, 8)
-    torch.testing.assert_close(hooked, direct.float())
+    torch.testing.assert_close(hooked, direct)  # float64, like the model: nothing is rounded to float32
     by_name = viz.layer_output(model, "1.8", x, flatten=True)  # penultimate ReLU [7, 16]
-    torch.testing.assert_close(by_name, first(body, 9)(model[0](x)).float())
+    torch.testing.assert_close(by_name, first(body, 9)(model[0](x)))
+    assert not any(m._forward_hooks for m in model.modules())  # the hook is gone
+
+
+def test_layer_output_keeps_the_model_dtype_and_mode():
+    model = small_cnn(dtype=torch.float64).train()
+    x = torch.rand(5, 1, 28, 28)                                # float32 images, float64 model
+    out = viz.layer_output(model, "1.8", x, batch_size=2)
+    assert out.dtype == torch.float64 and out.device.type == "cpu"
+    with torch.no_grad():
+        torch.testing.assert_close(out, first(model[1], 9)(model[0](x.double())))
+    assert model.training and all(m.training for m in model.modules())  # mode restored
+    assert viz.layer_output(small_cnn(dtype=torch.float32), "1.8", x).dtype == torch.float32
+
+
+def test_recording_hooks_and_stop():
+    model = small_cnn()
+    x = torch.rand(3, 1, 28, 28, dtype=torch.float64)
+    body = model[1]
+    with viz.recording({"conv1": body[0], "fc1": body[7]}, keep=lambda t: t.shape) as rec:
+        model(x)
+        model(x[:1])
+    assert rec == {"conv1": [(3, 4, 24, 24), (1, 4, 24, 24)], "fc1": [(3, 16), (1, 16)]}
+
+    class Boom(nn.Module):
+        def forward(self, t):
+            raise AssertionError("the forward pass should have stopped before this layer")
+
+    net = nn.Sequential(body[0], nn.ReLU(), Boom())
+    with viz.recording({"relu": net[1], "conv": net[0]}, stop=True) as rec:
+        net(x)
+    torch.testing.assert_close(rec["relu"][0], net[0](x).clamp_min(0))
+    assert len(rec["conv"]) == 1
+    assert not any(m._forward_hooks for m in net.modules())
+    with pytest.raises(AssertionError, match="should have stopped"):  # other errors pass through,
+        with viz.recording({"boom": net[2]}, stop=True):             # and the hooks still go
+            net(x)
+    assert not any(m._forward_hooks for m in net.modules())
+
+
+def test_eval_mode_restores_every_module():
+    model = nn.Sequential(nn.Conv2d(1, 2, 3), nn.BatchNorm2d(2), nn.Dropout(0.5)).train()
+    model[1].eval()                          # a frozen BatchNorm inside a training model
+    with viz.eval_mode(model) as m:
+        assert m is model and not any(mod.training for mod in model.modules())
+    assert [mod.training for mod in model.modules()] == [True, True, False, True]
 
 
 def test_layer_output_errors():
@@ -56,8 +101,12 @@ def test_layer_output_errors():
         viz.layer_output(model, nn.ReLU(), x)
     with pytest.raises(ValueError, match=r"\[N, C, H, W\]"):
         viz.layer_output(model, "1.0", x[0])
-    with pytest.raises(ValueError, match="floating point"):
+    with pytest.raises(TypeError, match="floating-point"):
         viz.layer_output(model, "1.0", (x * 255).to(torch.uint8))
+    with pytest.raises(TypeError, match="x must be a tensor"):
+        viz.layer_output(model, "1.0", x.numpy())
+    with pytest.raises(ValueError, match="batch_size must be a positive integer, got 0"):
+        viz.layer_output(model, "1.0", x, batch_size=0)
 
 
 # ---------------------------------------------------------------------------------------------- neighbours
@@ -114,6 +163,24 @@ def test_occlusion_map_matches_brute_force(score, patch, stride, value):
                     assert heat[k, i, j].item() == pytest.approx(base - s(occ, int(target[k])), abs=1e-6)
 
 
+def test_occlusion_map_keeps_the_model_dtype():
+    x = torch.rand(1, 1, 28, 28)
+    for dtype in (torch.float64, torch.float32):
+        model = small_cnn(dtype=dtype).train()
+        heat = viz.occlusion_map(model, x, 3, patch=14, stride=7, score="logit")
+        assert heat.dtype == dtype and heat.shape == (1, 3, 3)
+        assert model.training  # the model's mode is restored
+        viz.saliency(model, x.to(dtype), 3)
+        assert model.training  # by saliency too
+    with torch.no_grad():   # float64 all the way: the drop equals the float64 forward passes
+        m64 = small_cnn(dtype=torch.float64)
+        occ = x.double().clone()
+        occ[..., :14, :14] = 0
+        want = m64(x.double())[0, 3] - m64(occ)[0, 3]
+    heat64 = viz.occlusion_map(m64, x, 3, patch=14, stride=7, score="logit")
+    assert heat64[0, 0, 0].item() == pytest.approx(want.item(), abs=1e-12)
+
+
 def test_occlusion_errors():
     model = small_cnn()
     x = torch.rand(1, 1, 28, 28, dtype=torch.float64)
@@ -121,6 +188,8 @@ def test_occlusion_errors():
         viz.occlusion_map(model, x, 0, patch=29)
     with pytest.raises(ValueError, match="stride must be"):
         viz.occlusion_map(model, x, 0, stride=0)
+    with pytest.raises(TypeError, match="stride must be a positive integer"):
+        viz.occlusion_map(model, x, 0, stride=2.0)
     with pytest.raises(ValueError, match="target must lie"):
         viz.occlusion_map(model, x, 10)
     with pytest.raises(ValueError, match="score must be"):

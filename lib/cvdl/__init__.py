@@ -4,20 +4,26 @@ One module per concern, each small enough to read top to bottom:
 
 - ``cvdl.device``  — pick CUDA / MPS / CPU in one call, seed everything in one call
 - ``cvdl.config``  — smoke vs full mode (``CVDL_SMOKE``), where data and checkpoints live
-- ``cvdl.data``    — dataset registry, verified cached downloads, local mirror, clear fallbacks
-- ``cvdl.train``   — fit / evaluate with progress bars, history, AMP on GPU, checkpoints
-- ``cvdl.plot``    — image grids, learning curves, feature maps, filters, confusion matrices
-- ``cvdl.conv``    — convolution from scratch (checked against ``F.conv2d``)
-- ``cvdl.arith``   — convolution arithmetic (Dumoulin & Visin), diagrams and an explorer
-- ``cvdl.models``  — the CNNs the course builds (pattern builder, residual block)
-- ``cvdl.viz``     — looking inside: saliency, guided backprop, occlusion, class models, top patches
-- ``cvdl.art``      — inversion, DeepDream, Gram matrices, style transfer, random-feature networks
-- ``cvdl.attacks``  — FGSM, the box-constrained attack, fooling images (MAP-Elites, gradient ascent)
-- ``cvdl.zoo``     — networks to look inside: ImageNet weights when cached, course-trained CNNs otherwise
-- ``cvdl.labcheck`` — lab checks: one ``check(...)`` declaration read by students, nbgrader and the grader
-- ``cvdl.labs``     — labs/ generated from solutions/ (nbgrader format); splicing submissions
-- ``cvdl.grade``    — ``cvdl grade``: sandboxed, resumable batch grading (docs/grading.md)
+- ``cvdl.data``    — datasets and photos as tensors, with clear fallbacks when offline
+- ``cvdl.train``   — the training loop (``train_one_epoch``, ``fit``, ``evaluate``), metrics, checkpoints
+- ``cvdl.plot``    — image grids, mosaics, learning curves, feature maps, filters, confusion matrices
 - ``cvdl.report``  — ``record(name, value)``: headline results that ``make run-all`` tabulates
+
+Lecture topics, one module each:
+
+- ``cvdl.conv``    — convolution from scratch (checked against ``F.conv2d``)
+- ``cvdl.arith``   — convolution arithmetic (Dumoulin & Visin); ``cvdl.arith_figures`` draws it
+- ``cvdl.models``  — the CNNs the course builds (pattern builder, residual block, input normalisation)
+- ``cvdl.augment`` — batch augmentation on the device (pad-and-crop, affine warps)
+- ``cvdl.viz``     — looking inside: saliency, guided backprop, occlusion, class models, top patches
+- ``cvdl.art``     — inversion, DeepDream, Gram matrices, style transfer, random-feature networks
+- ``cvdl.attacks`` — FGSM, the box-constrained attack, fooling images (MAP-Elites, gradient ascent)
+- ``cvdl.zoo``     — networks to look inside: ImageNet weights when cached, course-trained CNNs otherwise
+
+The instructor's machinery (lab checks, lab generation, sandboxed grading, the ``cvdl`` command)
+lives apart, in ``cvdl.grading``. Private modules: ``cvdl._fetch`` (the dataset registry,
+verified downloads, the local mirror), ``cvdl._checks`` (argument checks), ``cvdl._io`` (atomic
+file writes).
 """
 from .device import get_device, seed_everything, describe_device
 from .config import is_smoke, is_ci
@@ -25,8 +31,8 @@ from .report import record, record_array
 
 __version__ = "0.1.0"
 
-_SUBMODULES = ("arith", "art", "attacks", "augment", "config", "conv", "data", "device", "grade", "labcheck",
-               "labs", "models", "plot", "report", "train", "viz", "zoo")
+_SUBMODULES = ("arith", "arith_figures", "art", "attacks", "augment", "config", "conv", "data", "device",
+               "grading", "models", "plot", "report", "train", "viz", "zoo")
 
 
 def __getattr__(name):  # ``cvdl.plot`` etc. work without importing each submodule first

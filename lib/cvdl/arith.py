@@ -21,9 +21,10 @@ The relationships (numbers as in the paper) and the function that computes each 
              ... as a direct convolution over a zero-stretched, padded input  transposed_as_conv
 
 plus the receptive field of a stack of layers (``receptive_field``, ``receptive_field_trace``),
-the parameter count of a convolution (``conv_params``), and ``predict_shape`` for
-``torch.nn`` layers. The drawing code (``ConvDiagram``, ``draw_conv``, ``animate_conv``) and
-the widget explorer (``explore``, ``explorer``) take their sizes from these same functions.
+the parameter count of a convolution (``conv_params``), ``predict_shape`` for ``torch.nn``
+layers, and ``describe`` (one configuration's arithmetic written out). The diagrams, animations
+and the widget explorer live in :mod:`cvdl.arith_figures` and take their sizes from these
+functions.
 
 >>> conv_output_size(7, 3, s=2)
 3
@@ -37,29 +38,27 @@ from __future__ import annotations
 import operator
 from typing import Iterable, NamedTuple, Sequence
 
+from . import _checks
+
 __all__ = [
     "effective_kernel_size", "conv_output_size", "remainder", "fits", "same_padding",
     "full_padding", "pool_output_size", "transposed_output_size", "transposed_output_padding",
     "transposed_as_conv", "StretchedConv", "Layer", "ReceptiveField", "receptive_field",
-    "receptive_field_trace", "conv_params", "predict_shape", "describe", "ConvDiagram",
-    "draw_conv", "animate_conv", "explore", "explorer",
+    "receptive_field_trace", "conv_params", "predict_shape", "describe",
 ]
 
 
 # --------------------------------------------------------------------------- validation
 
 def _check_int(name: str, value, minimum: int) -> int:
-    """``value`` as an int ≥ ``minimum``; otherwise a ValueError naming it."""
-    if isinstance(value, bool):
-        raise ValueError(f"{name} must be an integer ≥ {minimum}, got the bool {value!r}")
-    if not isinstance(value, int):
+    """``value`` as an int ≥ ``minimum`` (0 or 1): ``TypeError`` for a non-integer (a bool
+    included), ``ValueError`` below the minimum. NumPy / torch integer scalars are accepted."""
+    if not isinstance(value, (int, bool)):
         try:  # numpy / torch integer scalars
             value = operator.index(value)
         except TypeError:
-            raise ValueError(f"{name} must be an integer ≥ {minimum}, got {value!r}") from None
-    if value < minimum:
-        what = {0: "non-negative", 1: "positive"}.get(minimum, f"≥ {minimum}")
-        raise ValueError(f"{name} must be {what} (≥ {minimum}), got {value}")
+            pass  # the check below names the wrong type
+    (_checks.positive_int if minimum == 1 else _checks.non_negative_int)(**{name: value})
     return int(value)
 
 
@@ -104,7 +103,8 @@ def conv_output_size(i: int, k: int, s: int = 1, p: int = 0, d: int = 1, *, stri
             ``remainder(i, k, s, p, d)`` rows/columns of the padded input are never read.
 
     Raises:
-        ValueError: for a non-integer or out-of-range argument, when the (dilated) kernel is
+        TypeError: for a non-integer argument (a bool or a float included).
+        ValueError: for an out-of-range argument, when the (dilated) kernel is
             larger than the padded input (``k̂ > i + 2p``; PyTorch raises too), or, with
             ``strict=True``, when the stride does not fit.
     """
@@ -139,7 +139,7 @@ def fits(i: int, k: int, s: int = 1, p: int = 0, d: int = 1) -> bool:
     """True when the kernel tiles the padded input exactly: (i + 2p − k̂)/s is an integer.
 
     ``fits(7, 3, s=2)`` is True (output 3), ``fits(7, 3, s=3)`` is False (2.33 windows).
-    Raises ValueError like ``conv_output_size`` when the configuration is invalid.
+    Raises TypeError / ValueError like ``conv_output_size`` when the configuration is invalid.
     """
     return remainder(i, k, s, p, d) == 0
 
@@ -180,7 +180,8 @@ def pool_output_size(i: int, k: int, s: int | None = None, p: int = 0, d: int = 
     right padding is dropped (ATen's ``pooling_output_shape``).
 
     Raises:
-        ValueError: for bad arguments, p > ⌊k/2⌋, or a window larger than the padded input.
+        TypeError: for a non-integer argument.
+        ValueError: for an out-of-range argument, p > ⌊k/2⌋, or a window larger than the padded input.
     """
     s = k if s is None else s
     i, k, s, p, d = _check_conv(i, k, s, p, d)
@@ -216,7 +217,8 @@ def transposed_output_size(i: int, k: int, s: int = 1, p: int = 0, d: int = 1,
     for o' = 0; this function always raises.
 
     Raises:
-        ValueError: for bad arguments, ``output_padding`` not below the stride or the
+        TypeError: for a non-integer argument.
+        ValueError: for an out-of-range argument, ``output_padding`` not below the stride or the
             dilation, or an output size below 1 (padding larger than what it crops).
     """
     i, k, s, p, d = _check_conv(i, k, s, p, d)
@@ -306,13 +308,18 @@ _POINTWISE = ("ReLU", "LeakyReLU", "GELU", "SiLU", "Sigmoid", "Tanh", "ELU", "Id
 
 
 def _axis(value, name: str, axis: int) -> int:
-    if isinstance(value, (tuple, list)):
-        if len(value) != 2:
-            raise ValueError(f"{name} must be an int or a pair, got {value!r}")
-        return int(value[axis])
+    """One axis of a layer's size attribute: an int is the same along every axis, and so is a
+    1-tuple (a 1-d layer, e.g. ``nn.Conv1d(..., 3).kernel_size == (3,)``); a longer tuple (2-d:
+    ``(h, w)``, 3-d: ``(d, h, w)``) is indexed by ``axis``."""
     if isinstance(value, str):
-        raise ValueError(f"{name} must be an int or a pair, got the string {value!r} "
+        raise ValueError(f"{name} must be an int or a tuple of ints, got the string {value!r} "
                          f"(use same_padding(k) for 'same')")
+    if isinstance(value, (tuple, list)):
+        if len(value) == 1:
+            return int(value[0])
+        if not 0 <= axis < len(value):
+            raise ValueError(f"axis must be in 0..{len(value) - 1} for a layer whose {name} is {value!r}, got {axis}")
+        return int(value[axis])
     return int(value)
 
 
@@ -328,16 +335,12 @@ def _as_layers(layers, axis: int = 0) -> list[Layer]:
     for item in layers:
         if nn is not None and isinstance(item, nn.Module):
             name = type(item).__name__
-            if isinstance(item, (nn.Conv1d, nn.Conv2d, nn.Conv3d)):
-                out.append(Layer(_axis(item.kernel_size, "kernel_size", axis), _axis(item.stride, "stride", axis),
-                                 _axis(item.padding, "padding", axis), _axis(item.dilation, "dilation", axis)))
-            elif isinstance(item, (nn.MaxPool1d, nn.MaxPool2d)):
-                out.append(Layer(_axis(item.kernel_size, "kernel_size", axis),
-                                 _axis(item.stride, "stride", axis), _axis(item.padding, "padding", axis),
-                                 _axis(item.dilation, "dilation", axis)))
-            elif isinstance(item, (nn.AvgPool1d, nn.AvgPool2d)):
-                out.append(Layer(_axis(item.kernel_size, "kernel_size", axis),
-                                 _axis(item.stride, "stride", axis), _axis(item.padding, "padding", axis)))
+            if isinstance(item, (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.MaxPool1d, nn.MaxPool2d, nn.MaxPool3d,
+                                 nn.AvgPool1d, nn.AvgPool2d, nn.AvgPool3d)):
+                dilation = getattr(item, "dilation", 1)  # average pooling has none
+                out.append(Layer(*(_axis(v, attr, axis) for v, attr in (
+                    (item.kernel_size, "kernel_size"), (item.stride, "stride"), (item.padding, "padding"),
+                    (dilation, "dilation")))))
             elif isinstance(item, nn.Sequential):
                 out.extend(_as_layers(item, axis))
             elif name in _POINTWISE:
@@ -368,11 +371,15 @@ def receptive_field_trace(layers: Iterable, axis: int = 0) -> list[ReceptiveFiel
             modules, or an ``nn.Sequential`` of them (walked in order, nested ones too).
             Pointwise layers such as ReLU and BatchNorm are skipped; anything else (Linear,
             ConvTranspose2d, a custom module) raises, rather than being guessed at.
-        axis: 0 for height, 1 for width when modules have non-square kernels.
+            1-d, 2-d and 3-d layers (``nn.Conv1d`` … ``nn.AvgPool3d``) are all accepted.
+        axis: which spatial axis of the modules' sizes to follow: for 2-d layers 0 is the
+            height and 1 the width, for 3-d layers 0, 1, 2 are depth, height, width; 1-d layers
+            (and sizes given as one int) are the same along every axis.
 
     Returns:
         one ``ReceptiveField`` per spatial layer, in order.
     """
+    _checks.non_negative_int(axis=axis)
     r, j, start = 1, 1, 0.0
     trace = []
     for layer in _as_layers(layers, axis):
@@ -395,18 +402,25 @@ def receptive_field(layers: Iterable, axis: int = 0) -> int:
 
 # --------------------------------------------------------------------------- parameters
 
-def conv_params(in_channels: int, out_channels: int, k: int | tuple[int, int], *, bias: bool = True,
+def conv_params(in_channels: int, out_channels: int, k: int | tuple[int, int], bias: bool = True, *,
                 groups: int = 1) -> int:
     """Number of learnable parameters of a convolution (also of its transposed version).
 
         weights = out_channels · (in_channels / groups) · k_h · k_w,   biases = out_channels
 
     The slide's example: ten 5×5 filters over 3 channels have 10·(5·5·3 + 1) = 760 parameters.
-    Pooling layers have none.
+    Independent of the image size: the same filters are shared across all positions. Pooling
+    layers have none. ``k``: the kernel size, an int or ``(k_h, k_w)``.
+
+    Raises:
+        TypeError: for a size that is not an integer. ValueError: for a size below 1, or
+            channels not divisible by ``groups``.
     """
     cin = _check_int("in_channels", in_channels, 1)
     cout = _check_int("out_channels", out_channels, 1)
     g = _check_int("groups", groups, 1)
+    if isinstance(k, (tuple, list)) and len(k) != 2:
+        raise ValueError(f"k must be an int or a pair (k_h, k_w), got {k!r}")
     kh, kw = (k, k) if not isinstance(k, (tuple, list)) else tuple(k)
     kh, kw = _check_int("kernel height", kh, 1), _check_int("kernel width", kw, 1)
     if cin % g or cout % g:
@@ -480,213 +494,3 @@ def describe(i: int, k: int, s: int = 1, p: int = 0, d: int = 1, *, transposed: 
     fit = "fits" if span % s == 0 else f"does NOT fit: {span}/{s} = {span / s:.2f}, PyTorch floors"
     return (f"conv: i={i}, k={k}, s={s}, p={p}, d={d}{dil}\n"
             f"o = ⌊(i + 2p − k̂)/s⌋ + 1 = ⌊({i} + {2 * p} − {kh})/{s}⌋ + 1 = {o}   (stride {fit})")
-
-
-# --------------------------------------------------------------------------- diagrams
-
-# Dumoulin & Visin's colours: blue input, cyan output, dashed white padding, dark kernel shadow
-_IN, _IN_HI = "#5b9bd5", "#1f4e79"
-_PAD, _PAD_HI = "#ffffff", "#9fb7cc"
-_OUT, _OUT_HI = "#a9e4e0", "#138d84"
-
-
-class ConvDiagram:
-    """A Dumoulin & Visin-style diagram of one square convolution (or transposed convolution).
-
-    Left: the (padded, for transposed: zero-stretched and padded) input grid; blue cells are
-    input pixels, white dashed cells are zeros. Right: the output grid. ``show(t)`` shades the
-    kernel's taps for output position ``t`` (row-major) and the output cell they produce.
-
-    Every size comes from this module's arithmetic: the output grid is
-    ``conv_output_size(i, k, s, p, d)`` (or ``transposed_output_size``) cells wide.
-
-    Attributes:
-        grid: side of the left grid (i + 2p; for transposed the ``StretchedConv`` total).
-        output: side of the output grid.
-        step: stride of the convolution drawn on the left grid (1 for transposed).
-        real: ``grid × grid`` booleans, True where the left grid holds an input pixel.
-        fig, ax_in, ax_out: the matplotlib figure and its two axes.
-    """
-
-    def __init__(self, i: int, k: int, s: int = 1, p: int = 0, d: int = 1, *, transposed: bool = False,
-                 output_padding: int = 0, cell: float = 0.3, dpi: int = 72, title: str | None = None):
-        import matplotlib.pyplot as plt
-        from matplotlib.patches import Rectangle
-
-        self.i, self.k, self.s, self.p, self.d = i, k, s, p, d
-        self.transposed, self.output_padding = transposed, output_padding
-        if transposed:
-            eq = transposed_as_conv(i, k, s, p, d, output_padding)
-            if eq.pad_before < 0:
-                raise ValueError(f"cannot draw a transposed convolution whose padding p = {p} exceeds k̂ − 1 = "
-                                 f"{effective_kernel_size(k, d) - 1} (the equivalent convolution would crop)")
-            self.grid, self.output, self.step = eq.pad_before + eq.stretched + eq.pad_after, eq.output, 1
-            first, pitch = eq.pad_before, s
-        else:
-            if output_padding:
-                raise ValueError(f"output_padding only applies to transposed convolutions, got {output_padding}")
-            self.output = conv_output_size(i, k, s, p, d)
-            self.grid, self.step = i + 2 * p, s
-            first, pitch = p, 1
-        # real[r][c]: does grid cell (r, c) hold an input pixel (rather than a padding/stretch zero)?
-        pos = {first + n * pitch: n for n in range(i)}  # grid coordinate -> input coordinate
-        self._to_input = pos
-        self.real = [[r in pos and c in pos for c in range(self.grid)] for r in range(self.grid)]
-
-        g, o = self.grid, self.output
-        # figure size in inches from the grid sizes: `cell` inches per cell, room for titles
-        width, height = (g + o + 2) * cell + 0.3, max(g, o) * cell + 0.75
-        self.fig, (self.ax_in, self.ax_out) = plt.subplots(
-            1, 2, figsize=(width, height), dpi=dpi, gridspec_kw={"width_ratios": [g, o], "wspace": 0.1})
-        self.fig.subplots_adjust(left=0.15 / width, right=1 - 0.15 / width, bottom=0.1 / height,
-                                 top=1 - 0.6 / height)
-        self._in_cells, self._out_cells = {}, {}
-        for ax, n in ((self.ax_in, g), (self.ax_out, o)):
-            ax.set_xlim(-0.1, n + 0.1)
-            ax.set_ylim(n + 0.1, -0.1)  # row 0 at the top, like an image
-            ax.set_aspect("equal")
-            ax.axis("off")
-        for r in range(g):
-            for c in range(g):
-                real = self.real[r][c]
-                rect = Rectangle((c, r), 1, 1, facecolor=_IN if real else _PAD, edgecolor="#333333",
-                                 linewidth=0.6, linestyle="-" if real else (0, (2, 2)))
-                self.ax_in.add_patch(rect)
-                self._in_cells[(r, c)] = rect
-        for r in range(o):
-            for c in range(o):
-                rect = Rectangle((c, r), 1, 1, facecolor=_OUT, edgecolor="#333333", linewidth=0.6)
-                self.ax_out.add_patch(rect)
-                self._out_cells[(r, c)] = rect
-        kh = effective_kernel_size(k, d)
-        self._window = Rectangle((0, 0), kh, kh, fill=False, edgecolor="#c0392b", linewidth=1.4, zorder=3)
-        self.ax_in.add_patch(self._window)  # outline of the k̂ × k̂ window the kernel spans
-        kind = "transposed conv" if transposed else "conv"
-        extra = f", a={output_padding}" if transposed else ""
-        self.fig.suptitle(title or f"{kind}: i={i}, k={k}, s={s}, p={p}, d={d}{extra}  →  {o}×{o}", fontsize=9)
-        self.ax_in.set_title(f"input {g}×{g}" + (" (stretched+padded)" if transposed else
-                                                 (" (padded)" if p else "")), fontsize=8)
-        self.ax_out.set_title(f"output {o}×{o}", fontsize=8)
-        self.index = None
-
-    @property
-    def n_positions(self) -> int:
-        """Number of output positions (output²)."""
-        return self.output * self.output
-
-    def taps(self, t: int) -> list[tuple[int, int]]:
-        """Grid cells (row, col) under the kernel's taps for output position ``t`` (row-major)."""
-        if not 0 <= t < self.n_positions:
-            raise ValueError(f"position must be in [0, {self.n_positions}), got {t}")
-        r0, c0 = divmod(t, self.output)
-        rows = [r0 * self.step + a * self.d for a in range(self.k)]
-        cols = [c0 * self.step + b * self.d for b in range(self.k)]
-        return [(r, c) for r in rows for c in cols]
-
-    def input_pixels(self, t: int) -> list[tuple[int, int]]:
-        """Input pixels (row, col), in the *un*padded input's coordinates, that output ``t`` reads."""
-        return sorted((self._to_input[r], self._to_input[c]) for r, c in self.taps(t) if self.real[r][c])
-
-    def show(self, t: int) -> "ConvDiagram":
-        """Shade the taps of output position ``t`` and that output cell; returns self."""
-        hit = set(self.taps(t))
-        for (r, c), rect in self._in_cells.items():
-            real = self.real[r][c]
-            if (r, c) in hit:
-                rect.set_facecolor(_IN_HI if real else _PAD_HI)
-            else:
-                rect.set_facecolor(_IN if real else _PAD)
-        target = divmod(t, self.output)
-        self._window.set_xy((target[1] * self.step, target[0] * self.step))
-        for rc, rect in self._out_cells.items():
-            rect.set_facecolor(_OUT_HI if rc == target else _OUT)
-        self.index = t
-        return self
-
-    def frame_positions(self, max_frames: int) -> list[int]:
-        """At most ``max_frames`` output positions, evenly spread, first and last included."""
-        n = self.n_positions
-        max_frames = _check_int("max_frames", max_frames, 1)
-        if max_frames >= n:
-            return list(range(n))
-        if max_frames == 1:
-            return [0]
-        return sorted({round(j * (n - 1) / (max_frames - 1)) for j in range(max_frames)})
-
-
-def draw_conv(i: int, k: int, s: int = 1, p: int = 0, d: int = 1, *, transposed: bool = False,
-              output_padding: int = 0, position: int = 0, dpi: int = 72, cell: float = 0.3):
-    """A static diagram (see ``ConvDiagram``) with the kernel at output ``position``; returns the Figure."""
-    diagram = ConvDiagram(i, k, s, p, d, transposed=transposed, output_padding=output_padding, dpi=dpi, cell=cell)
-    return diagram.show(position).fig
-
-
-def animate_conv(i: int, k: int, s: int = 1, p: int = 0, d: int = 1, *, transposed: bool = False,
-                 output_padding: int = 0, max_frames: int = 9, dpi: int = 50, interval: int = 700,
-                 cell: float = 0.3):
-    """The kernel sliding over the input, as a ``matplotlib.animation.FuncAnimation``.
-
-    Shows at most ``max_frames`` output positions (evenly spread) so the embedded HTML stays
-    small. In a notebook: ``HTML(animate_conv(7, 3, s=2).to_jshtml())``. The figure is closed
-    (only the animation draws it), and the ``ConvDiagram`` is ``anim.diagram``.
-    """
-    import matplotlib.pyplot as plt
-    from matplotlib.animation import FuncAnimation
-
-    diagram = ConvDiagram(i, k, s, p, d, transposed=transposed, output_padding=output_padding, dpi=dpi, cell=cell)
-    positions = diagram.frame_positions(max_frames)
-
-    def update(t):
-        diagram.show(t)
-        return [*diagram._in_cells.values(), *diagram._out_cells.values(), diagram._window]
-
-    anim = FuncAnimation(diagram.fig, update, frames=positions, init_func=lambda: update(positions[0]),
-                         interval=interval, blit=False, repeat=True)
-    anim.diagram = diagram
-    plt.close(diagram.fig)
-    return anim
-
-
-# --------------------------------------------------------------------------- explorer
-
-def explore(i: int = 7, k: int = 3, s: int = 1, p: int = 0, d: int = 1, transposed: bool = False,
-            output_padding: int = 0, show: bool = True) -> ConvDiagram | None:
-    """Print the arithmetic for one configuration and draw its diagram (the explorer's body).
-
-    Works without a notebook front end: an invalid configuration prints the ValueError's
-    message instead of raising, so a slider can pass through it. Returns the ``ConvDiagram``
-    (its figure is ``.fig``), or None when the configuration is invalid. ``show=False`` closes
-    the figure instead of showing it.
-    """
-    import matplotlib.pyplot as plt
-
-    try:
-        text = describe(i, k, s, p, d, transposed=transposed, output_padding=output_padding)
-        diagram = ConvDiagram(i, k, s, p, d, transposed=transposed, output_padding=output_padding).show(0)
-    except ValueError as err:
-        print(f"invalid configuration: {err}")
-        return None
-    print(text)
-    if show:
-        plt.show()
-    else:
-        plt.close(diagram.fig)
-    return diagram
-
-
-def explorer(i: int = 7, k: int = 3, s: int = 1, p: int = 0, d: int = 1, transposed: bool = False):
-    """An ``ipywidgets.interactive`` around ``explore``: sliders for i, k, s, p, d, a toggle for
-    transposed and a slider for its output padding. Display it in a notebook; without a front
-    end, call ``explore()`` directly to get the same text and figure.
-    """
-    import ipywidgets as w
-
-    def slider(value, lo, hi, label):
-        return w.IntSlider(value=value, min=lo, max=hi, description=label, continuous_update=False)
-
-    return w.interactive(
-        explore,
-        i=slider(i, 1, 12, "input i"), k=slider(k, 1, 7, "kernel k"), s=slider(s, 1, 4, "stride s"),
-        p=slider(p, 0, 4, "padding p"), d=slider(d, 1, 3, "dilation d"),
-        transposed=w.ToggleButton(value=transposed, description="transposed"),
-        output_padding=slider(0, 0, 3, "out pad a"), show=w.fixed(True))

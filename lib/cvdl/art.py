@@ -18,7 +18,7 @@ Every piece here is an optimisation over the *pixels* of an image, through a fix
 - :func:`vgg_feature_net` — a torchvision VGG's feature layers by their paper names
   (``relu1_1``, ``relu4_2``, ...), with ImageNet input normalisation.
 
-Images are float tensors ``[B, C, H, W]`` with pixels in [0, 1] unless stated otherwise.
+Images are float tensors ``[N, C, H, W]`` with pixels in [0, 1] unless stated otherwise.
 
 >>> net = RandomFeatureNet(seed=0)
 >>> fx = FeatureExtractor(net, ["scale0", "scale2"])
@@ -27,7 +27,6 @@ Images are float tensors ``[B, C, H, W]`` with pixels in [0, 1] unless stated ot
 """
 from __future__ import annotations
 
-import math
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Callable, Mapping, Sequence
@@ -36,44 +35,26 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from . import _checks
+from .models import Normalize
+from .viz import recording
+
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
-# ----------------------------------------------------------------------------------------------
-# Input checks
-# ----------------------------------------------------------------------------------------------
-
-
-def _check_images(x, name: str = "x") -> torch.Tensor:
-    if not isinstance(x, torch.Tensor):
-        raise ValueError(f"{name} must be a tensor [B, C, H, W], got {type(x).__name__}")
-    if x.ndim != 4:
-        raise ValueError(f"{name} must have shape [B, C, H, W], got {tuple(x.shape)}")
-    if not x.dtype.is_floating_point:
-        raise ValueError(f"{name} must be a floating-point tensor, got dtype {x.dtype}")
-    return x
-
-
-def _check_positive_int(**values) -> None:
+def _check_at_least_one(**values) -> None:
+    """Each value must be a real number ``>= 1`` (an exponent, a zoom or scale factor)."""
     for name, v in values.items():
-        if isinstance(v, bool) or not isinstance(v, int) or v <= 0:
-            raise ValueError(f"{name} must be a positive integer, got {v!r}")
-
-
-def _check_non_negative(**values) -> None:
-    for name, v in values.items():
-        if not isinstance(v, (int, float)) or isinstance(v, bool) or not v >= 0 or math.isinf(v):
-            raise ValueError(f"{name} must be a finite number >= 0, got {v!r}")
+        if isinstance(v, bool) or not isinstance(v, (int, float)):
+            raise TypeError(f"{name} must be a number >= 1, got {v!r} ({type(v).__name__})")
+        if not v >= 1:
+            raise ValueError(f"{name} must be a number >= 1, got {v!r}")
 
 
 # ----------------------------------------------------------------------------------------------
 # Features of named layers
 # ----------------------------------------------------------------------------------------------
-
-
-class _Done(Exception):
-    """Raised by a hook once every requested layer has been seen: the rest of the forward is skipped."""
 
 
 class FeatureExtractor:
@@ -83,14 +64,13 @@ class FeatureExtractor:
     ``"features.20"``), or a mapping ``{alias: module name}`` (e.g. ``{"relu4_2": "features.20"}``);
     the returned dict is keyed by the alias. Hooks are attached only during a call, and the
     forward pass stops as soon as the last requested layer has run, so asking for a shallow layer
-    of a deep network costs only the shallow part.
+    of a deep network costs only the shallow part (the hooks are :func:`cvdl.viz.recording`'s).
 
-    ``__call__(x)`` → ``{alias: Tensor[B, ...]}`` (the layer's output; gradients flow to ``x``).
+    ``__call__(x)`` → ``{alias: Tensor[N, ...]}`` (the layer's output; gradients flow to ``x``).
     """
 
     def __init__(self, model: nn.Module, layers: Sequence[str] | Mapping[str, str]):
-        if not isinstance(model, nn.Module):
-            raise ValueError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+        _checks.module(model)
         if isinstance(layers, str):
             raise ValueError(f"layers must be a list of layer names or a mapping, got the string {layers!r}")
         self.layers: dict[str, str] = dict(layers) if isinstance(layers, Mapping) else {n: n for n in layers}
@@ -105,30 +85,13 @@ class FeatureExtractor:
         self._modules = {alias: modules[name] for alias, name in self.layers.items()}
 
     def __call__(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
-        _check_images(x)
-        out: dict[str, torch.Tensor] = {}
-        handles = []
-
-        def hook_for(alias):
-            def hook(_module, _inputs, output):
-                out[alias] = output
-                if len(out) == len(self.layers):
-                    raise _Done
-            return hook
-
-        for alias, module in self._modules.items():
-            handles.append(module.register_forward_hook(hook_for(alias)))
-        try:
+        _checks.images(x)
+        with recording(self._modules, stop=True) as out:
             self.model(x)
-        except _Done:
-            pass
-        finally:
-            for h in handles:
-                h.remove()
-        missing = [a for a in self.layers if a not in out]
+        missing = [a for a in self.layers if not out[a]]
         if missing:
             raise ValueError(f"layers {missing} were not reached by the model's forward pass")
-        return {alias: out[alias] for alias in self.layers}  # in the order asked for
+        return {alias: out[alias][-1] for alias in self.layers}  # in the order asked for
 
     def layer(self, alias: str) -> Callable[[torch.Tensor], torch.Tensor]:
         """``x ↦ features of one layer`` — the ``Φ`` that :func:`invert` and :func:`deepdream` take."""
@@ -146,33 +109,31 @@ class FeatureExtractor:
 def total_variation(x: torch.Tensor, beta: float = 2.0, eps: float = 0.0) -> torch.Tensor:
     """``R_{V^β}(x) = Σ_{c,i,j} ((x_{c,i,j+1} − x_{cij})² + (x_{c,i+1,j} − x_{cij})² + eps)^{β/2}``.
 
-    ``x``: ``[B, C, H, W]``; returns ``[B]``. The sum runs over the ``(H−1)×(W−1)`` pixels that
+    ``x``: ``[N, C, H, W]``; returns ``[N]``. The sum runs over the ``(H−1)×(W−1)`` pixels that
     have both a right and a lower neighbour, in every channel (Mahendran & Vedaldi 2015, eq. 5).
     ``β = 2`` penalises every difference quadratically (smooth images); ``β = 1`` is the classic
     total variation (sharp edges survive). For ``β < 2`` the gradient is infinite where both
     differences vanish: pass a small ``eps`` (e.g. 1e-8) when optimising flat images with it.
     """
-    _check_images(x)
-    if not isinstance(beta, (int, float)) or isinstance(beta, bool) or not beta > 0:
-        raise ValueError(f"beta must be a number > 0, got {beta!r}")
-    _check_non_negative(eps=eps)
+    _checks.images(x)
+    _checks.positive(beta=beta)
+    _checks.non_negative(eps=eps)
     if x.shape[-1] < 2 or x.shape[-2] < 2:
         raise ValueError(f"total variation needs H, W >= 2, got {tuple(x.shape[-2:])}")
-    dx = x[..., :-1, 1:] - x[..., :-1, :-1]  # [B, C, H-1, W-1]  horizontal differences
-    dy = x[..., 1:, :-1] - x[..., :-1, :-1]  # [B, C, H-1, W-1]  vertical differences
+    dx = x[..., :-1, 1:] - x[..., :-1, :-1]  # [N, C, H-1, W-1]  horizontal differences
+    dy = x[..., 1:, :-1] - x[..., :-1, :-1]  # [N, C, H-1, W-1]  vertical differences
     sq = dx * dx + dy * dy + eps
     return (sq if beta == 2 else sq.pow(beta / 2)).sum(dim=(1, 2, 3))
 
 
 def alpha_norm(x: torch.Tensor, alpha: float = 6.0) -> torch.Tensor:
-    """``R_α(x) = ‖x‖_α^α = Σ_{c,i,j} |x_{cij}|^α`` per image: ``[B, C, H, W]`` → ``[B]``.
+    """``R_α(x) = ‖x‖_α^α = Σ_{c,i,j} |x_{cij}|^α`` per image: ``[N, C, H, W]`` → ``[N]``.
 
     With a large ``α`` (Mahendran & Vedaldi use 6) it is nearly free inside ``[−1, 1]`` and grows
     steeply outside: a soft box constraint that keeps the (centred) pixel values in range.
     """
-    _check_images(x)
-    if not isinstance(alpha, (int, float)) or isinstance(alpha, bool) or not alpha >= 1:
-        raise ValueError(f"alpha must be a number >= 1, got {alpha!r}")
+    _checks.images(x)
+    _check_at_least_one(alpha=alpha)
     return x.abs().pow(alpha).sum(dim=(1, 2, 3))
 
 
@@ -183,7 +144,7 @@ def alpha_norm(x: torch.Tensor, alpha: float = 6.0) -> torch.Tensor:
 
 @dataclass
 class OptimResult:
-    """What an image optimisation produced: the image(s) ``[B, C, H, W]`` and per-step losses."""
+    """What an image optimisation produced: the image(s) ``[N, C, H, W]`` and per-step losses."""
 
     image: torch.Tensor
     history: dict[str, list[float]] = field(default_factory=dict)
@@ -203,7 +164,7 @@ def _adam_pixels(x0: torch.Tensor, lr: float, steps: int, lr_final: float | None
 
 
 def feature_loss(features: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    """``‖Φ(x) − Φ₀‖² / ‖Φ₀‖²`` per image: ``[B, ...]`` and ``[B or 1, ...]`` → ``[B]``."""
+    """``‖Φ(x) − Φ₀‖² / ‖Φ₀‖²`` per image: ``[N, ...]`` and ``[N or 1, ...]`` → ``[N]``."""
     if features.shape[1:] != target.shape[1:]:
         raise ValueError(f"features {tuple(features.shape)} and target {tuple(target.shape)} differ in shape")
     dims = tuple(range(1, features.ndim))
@@ -216,35 +177,33 @@ def invert(phi: Callable[[torch.Tensor], torch.Tensor], target: torch.Tensor, x0
            bound: float = 0.5, tv_scale: float | None = None) -> OptimResult:
     """Reconstruct images from their features (Mahendran & Vedaldi 2015): minimise over ``x``
 
-    ``‖Φ(x) − Φ₀‖²/‖Φ₀‖²  +  λ_α · R_α((x − centre)/B) / n  +  λ_V · R_{V^β}((x − centre)/V) / n``
+    ``‖Φ(x) − Φ₀‖²/‖Φ₀‖²  +  λ_α · R_α((x − centre)/b) / n  +  λ_V · R_{V^β}((x − centre)/V) / n``
 
-    with ``n = C·H·W`` (per-pixel averages), ``B = bound`` the range the centred pixels should
-    stay in, and ``V = tv_scale`` (default ``B/6.5``) a typical difference between neighbours —
+    with ``n = C·H·W`` (per-pixel averages), ``b = bound`` the range the centred pixels should
+    stay in, and ``V = tv_scale`` (default ``b/6.5``) a typical difference between neighbours —
     the paper's normalisation, which makes ``λ ≈ 1`` a sensible scale whatever the image size.
 
-    ``phi``: ``x [B,C,H,W] ↦ Φ(x) [B, ...]``; ``target``: ``Φ₀`` ``[B, ...]``; ``x0``: the start
-    ``[B, C, H, W]`` (e.g. noise). Adam on the pixels, its step size decayed from ``lr`` to
+    ``phi``: ``x [N,C,H,W] ↦ Φ(x) [N, ...]``; ``target``: ``Φ₀`` ``[N, ...]``; ``x0``: the start
+    ``[N, C, H, W]`` (e.g. noise). Adam on the pixels, its step size decayed from ``lr`` to
     ``lr/10``. Returns the images and, per step, the mean over the batch of ``"loss"`` (the
     total), ``"feature"`` (the normalised feature error), ``"alpha"`` and ``"tv"`` (the
     regularisers before their λ).
     """
-    _check_images(x0, "x0")
-    _check_positive_int(steps=steps)
-    _check_non_negative(lr=lr, lam_alpha=lam_alpha, lam_tv=lam_tv)
-    if not bound > 0:
-        raise ValueError(f"bound must be > 0, got {bound!r}")
+    _checks.images(x0, "x0")
+    _checks.positive_int(steps=steps)
+    _checks.non_negative(lr=lr, lam_alpha=lam_alpha, lam_tv=lam_tv)
+    _checks.positive(bound=bound)
     v = bound / 6.5 if tv_scale is None else tv_scale
-    if not v > 0:
-        raise ValueError(f"tv_scale must be > 0, got {tv_scale!r}")
+    _checks.positive(tv_scale=v)
     target = target.detach()
     n = x0[0].numel()
     x, opt, sched = _adam_pixels(x0, lr, steps, lr / 10)
     hist: dict[str, list[float]] = {"loss": [], "feature": [], "alpha": [], "tv": []}
     for _ in range(steps):
         z = x - centre
-        fl = feature_loss(phi(x), target)                       # [B]
-        ra = alpha_norm(z / bound, alpha) / n                   # [B]
-        rv = total_variation(z / v, beta) / n                   # [B]
+        fl = feature_loss(phi(x), target)                       # [N]
+        ra = alpha_norm(z / bound, alpha) / n                   # [N]
+        rv = total_variation(z / v, beta) / n                   # [N]
         loss = (fl + lam_alpha * ra + lam_tv * rv).mean()
         x.grad, = torch.autograd.grad(loss, x)                  # pixels only, not the weights
         opt.step()
@@ -260,7 +219,7 @@ def invert(phi: Callable[[torch.Tensor], torch.Tensor], target: torch.Tensor, x0
 
 
 class UpconvDecoder(nn.Sequential):
-    """Features ``[B, in_features]`` → images ``[B, C, H, W]`` in [0, 1] (Dosovitskiy & Brox 2016).
+    """Features ``[N, in_features]`` → images ``[N, C, H, W]`` in [0, 1] (Dosovitskiy & Brox 2016).
 
     A fully connected layer to a ``[width, H/4, W/4]`` map, then two "up-convolutions"
     (transposed convolutions, kernel 4, stride 2) that each double the resolution, and a sigmoid.
@@ -268,24 +227,35 @@ class UpconvDecoder(nn.Sequential):
     """
 
     def __init__(self, in_features: int, out_shape: tuple[int, int, int] = (1, 28, 28), width: int = 32):
-        _check_positive_int(in_features=in_features, width=width)
+        _checks.positive_int(in_features=in_features, width=width)
         if len(out_shape) != 3:
             raise ValueError(f"out_shape must be (C, H, W), got {out_shape!r}")
         c, h, w = out_shape
-        _check_positive_int(channels=c, height=h, width_px=w)
+        _checks.positive_int(channels=c, height=h, width_px=w)
         if h % 4 or w % 4:
             raise ValueError(f"out_shape's H and W must be multiples of 4, got {(h, w)}")
         self.out_shape = tuple(out_shape)
         super().__init__(
             nn.Linear(in_features, width * (h // 4) * (w // 4)), nn.ReLU(),
-            nn.Unflatten(1, (width, h // 4, w // 4)),                                    # [B, w, H/4, W/4]
-            nn.ConvTranspose2d(width, width // 2, 4, stride=2, padding=1), nn.ReLU(),  # [B, w/2, H/2, W/2]
-            nn.ConvTranspose2d(width // 2, c, 4, stride=2, padding=1), nn.Sigmoid())    # [B, C, H, W]
+            nn.Unflatten(1, (width, h // 4, w // 4)),                                    # [N, w, H/4, W/4]
+            nn.ConvTranspose2d(width, width // 2, 4, stride=2, padding=1), nn.ReLU(),  # [N, w/2, H/2, W/2]
+            nn.ConvTranspose2d(width // 2, c, 4, stride=2, padding=1), nn.Sigmoid())    # [N, C, H, W]
 
 
 # ----------------------------------------------------------------------------------------------
 # DeepDream
 # ----------------------------------------------------------------------------------------------
+
+
+def _check_dream(image, step_size, jitter, counts: dict, factors: dict) -> None:
+    """The arguments :func:`deepdream` and :func:`dream_zoom` share: ``image [N, C, H, W]``,
+    ``step_size >= 0``, ``jitter >= 0`` pixels, the ``counts`` positive integers, the (zoom)
+    ``factors`` numbers ``>= 1``."""
+    _checks.images(image, "image")
+    _checks.positive_int(**counts)
+    _checks.non_negative(step_size=step_size)
+    _checks.non_negative_int(jitter=jitter)
+    _check_at_least_one(**factors)
 
 
 def _dream_steps(phi, x: torch.Tensor, steps: int, step_size: float, jitter: int,
@@ -314,11 +284,7 @@ def deepdream(phi: Callable[[torch.Tensor], torch.Tensor], image: torch.Tensor, 
     and so on up to full size (Mordvintsev, Olah & Tyka 2015). ``history["objective"]`` is
     ``mean_i f_i(I)²`` before each step (it restarts at each octave: ``history["octave"]`` says which).
     """
-    _check_images(image, "image")
-    _check_positive_int(steps=steps, octaves=octaves)
-    _check_non_negative(step_size=step_size, jitter=jitter)
-    if not octave_scale >= 1:
-        raise ValueError(f"octave_scale must be >= 1, got {octave_scale!r}")
+    _check_dream(image, step_size, jitter, dict(steps=steps, octaves=octaves), dict(octave_scale=octave_scale))
     gen = torch.Generator().manual_seed(seed)
     h, w = image.shape[-2:]
     sizes = [(max(1, round(h / octave_scale ** k)), max(1, round(w / octave_scale ** k))) for k in range(octaves)]
@@ -333,17 +299,16 @@ def deepdream(phi: Callable[[torch.Tensor], torch.Tensor], image: torch.Tensor, 
         if detail.shape[-2:] != size:
             detail = F.interpolate(detail, size=size, mode="bilinear", align_corners=False)
         n0 = len(hist)
-        x = _dream_steps(phi, base + detail, steps, step_size, int(jitter), gen, clamp, hist)
+        x = _dream_steps(phi, base + detail, steps, step_size, jitter, gen, clamp, hist)
         which += [k] * (len(hist) - n0)
         detail = x - base                                            # what the dream added
     return OptimResult(x.detach(), {"objective": hist, "octave": which})
 
 
 def zoom_centre(image: torch.Tensor, zoom: float) -> torch.Tensor:
-    """Crop the centre ``1/zoom`` of ``image`` [B, C, H, W] and resize it back to ``H × W``."""
-    _check_images(image, "image")
-    if not zoom >= 1:
-        raise ValueError(f"zoom must be >= 1, got {zoom!r}")
+    """Crop the centre ``1/zoom`` of ``image`` [N, C, H, W] and resize it back to ``H × W``."""
+    _checks.images(image, "image")
+    _check_at_least_one(zoom=zoom)
     h, w = image.shape[-2:]
     ch, cw = max(1, round(h / zoom)), max(1, round(w / zoom))
     top, left = (h - ch) // 2, (w - cw) // 2
@@ -359,14 +324,13 @@ def dream_zoom(phi: Callable[[torch.Tensor], torch.Tensor], image: torch.Tensor,
     Returns ``frames`` images ``[1, C, H, W]`` (each dreamt, before zooming) and the objective
     ``mean_i f_i(I)²`` at the end of each frame.
     """
-    _check_images(image, "image")
-    _check_positive_int(frames=frames, steps=steps)
+    _check_dream(image, step_size, jitter, dict(frames=frames, steps=steps), dict(zoom=zoom))
     gen = torch.Generator().manual_seed(seed)
     out, objectives = [], []
     x = image.detach()
     for _ in range(frames):
         hist: list[float] = []
-        x = _dream_steps(phi, x, steps, step_size, int(jitter), gen, clamp, hist)
+        x = _dream_steps(phi, x, steps, step_size, jitter, gen, clamp, hist)
         with torch.no_grad():
             objectives.append(float(phi(x).pow(2).mean()))
         out.append(x)
@@ -380,16 +344,16 @@ def dream_zoom(phi: Callable[[torch.Tensor], torch.Tensor], image: torch.Tensor,
 
 
 def gram_matrix(features: torch.Tensor) -> torch.Tensor:
-    """``G_ij = (1/(H·W)) Σ_k F_ik F_jk``: ``[B, C, H, W]`` → ``[B, C, C]``.
+    """``G_ij = (1/(H·W)) Σ_k F_ik F_jk``: ``[N, C, H, W]`` → ``[N, C, C]``.
 
     The correlations between channels, averaged over positions: *where* a feature fires is
     summed away, *which features fire together* stays — a texture's statistics (Gatys et al.
     2015). Dividing by ``H·W`` makes it independent of the image size.
     """
-    _check_images(features, "features")
+    _checks.images(features, "features")
     b, c, h, w = features.shape
-    f = features.reshape(b, c, h * w)                  # [B, C, HW]
-    return f @ f.transpose(1, 2) / (h * w)             # [B, C, C]
+    f = features.reshape(b, c, h * w)                  # [N, C, HW]
+    return f @ f.transpose(1, 2) / (h * w)             # [N, C, C]
 
 
 def _weights(layers: Sequence[str] | Mapping[str, float]) -> dict[str, float]:
@@ -397,40 +361,39 @@ def _weights(layers: Sequence[str] | Mapping[str, float]) -> dict[str, float]:
         raise ValueError(f"layers must be a list of names or {{name: weight}}, got the string {layers!r}")
     w = dict(layers) if isinstance(layers, Mapping) else {n: 1.0 for n in layers}
     for k, v in w.items():
-        _check_non_negative(**{f"weight of {k!r}": v})
+        _checks.non_negative(**{f"weight of {k!r}": v})
     return w
+
+
+def _weighted_sum(kind: str, features: Mapping[str, torch.Tensor], targets: Mapping[str, torch.Tensor],
+                  layers: Sequence[str] | Mapping[str, float],
+                  per_layer: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]) -> torch.Tensor:
+    """``Σ_l w_l · per_layer(features[l], targets[l])`` over the (weighted) ``layers`` → ``[N]``."""
+    total = 0.0
+    for name, wl in _weights(layers).items():
+        if name not in features or name not in targets:
+            raise ValueError(f"{kind} layer {name!r} missing: features have {list(features)}, "
+                             f"targets have {list(targets)}")
+        total = total + wl * per_layer(features[name], targets[name])
+    return total
 
 
 def style_loss(features: Mapping[str, torch.Tensor], target_grams: Mapping[str, torch.Tensor],
                weights: Sequence[str] | Mapping[str, float]) -> torch.Tensor:
-    """``Σ_l w_l ‖G(F_l) − A_l‖²_F / ‖A_l‖²_F`` per image → ``[B]``.
+    """``Σ_l w_l ‖G(F_l) − A_l‖²_F / ‖A_l‖²_F`` per image → ``[N]``.
 
-    ``features[l]``: ``[B, C_l, H_l, W_l]``; ``target_grams[l]``: ``[1 or B, C_l, C_l]``.
+    ``features[l]``: ``[N, C_l, H_l, W_l]``; ``target_grams[l]``: ``[1 or N, C_l, C_l]``.
     Normalising each layer by ``‖A_l‖²`` (where Gatys et al. divide by ``4 N_l² M_l²``) makes
     the layer weights comparable across layers and networks: 1 means "as far as no texture".
     """
-    w = _weights(weights)
-    total = 0.0
-    for name, wl in w.items():
-        if name not in features or name not in target_grams:
-            raise ValueError(f"style layer {name!r} missing: features have {list(features)}, "
-                             f"targets have {list(target_grams)}")
-        g, a = gram_matrix(features[name]), target_grams[name]
-        total = total + wl * (g - a).pow(2).sum((1, 2)) / a.pow(2).sum((1, 2)).clamp_min(1e-12)
-    return total
+    return _weighted_sum("style", features, target_grams, weights,
+                         lambda f, a: feature_loss(gram_matrix(f), a))   # ‖G − A‖² / ‖A‖²
 
 
 def content_loss(features: Mapping[str, torch.Tensor], target_features: Mapping[str, torch.Tensor],
                  layers: Sequence[str] | Mapping[str, float]) -> torch.Tensor:
-    """``Σ_l w_l ‖F_l − P_l‖² / ‖P_l‖²`` per image → ``[B]`` (the inversion loss, per layer)."""
-    w = _weights(layers)
-    total = 0.0
-    for name, wl in w.items():
-        if name not in features or name not in target_features:
-            raise ValueError(f"content layer {name!r} missing: features have {list(features)}, "
-                             f"targets have {list(target_features)}")
-        total = total + wl * feature_loss(features[name], target_features[name])
-    return total
+    """``Σ_l w_l ‖F_l − P_l‖² / ‖P_l‖²`` per image → ``[N]`` (the inversion loss, per layer)."""
+    return _weighted_sum("content", features, target_features, layers, feature_loss)
 
 
 def style_transfer(extractor: FeatureExtractor, style: torch.Tensor, content: torch.Tensor | None = None, *,
@@ -454,19 +417,19 @@ def style_transfer(extractor: FeatureExtractor, style: torch.Tensor, content: to
     The pixels are not constrained during the optimisation; the result is clipped to [0, 1].
     ``history``: ``"loss"``, ``"style"``, ``"content"``, ``"tv"`` per evaluation (before weighting).
     """
-    _check_images(style, "style")
-    _check_positive_int(steps=steps)
-    _check_non_negative(style_weight=style_weight, content_weight=content_weight, tv_weight=tv_weight,
+    _checks.images(style, "style")
+    _checks.positive_int(steps=steps)
+    _checks.non_negative(style_weight=style_weight, content_weight=content_weight, tv_weight=tv_weight,
                         noise=noise)
     if optimizer not in ("lbfgs", "adam"):
         raise ValueError(f"optimizer must be 'lbfgs' or 'adam', got {optimizer!r}")
     lr = (1.0 if optimizer == "lbfgs" else 0.03) if lr is None else lr
-    _check_non_negative(lr=lr)
+    _checks.non_negative(lr=lr)
     sw, cw = _weights(style_layers), _weights(content_layers)
     if not sw:
         raise ValueError("style_layers must name at least one layer")
     if content is not None:
-        _check_images(content, "content")
+        _checks.images(content, "content")
         if not cw:
             raise ValueError("content is given but content_layers is empty")
     elif isinstance(init, str) and init == "content":
@@ -478,7 +441,7 @@ def style_transfer(extractor: FeatureExtractor, style: torch.Tensor, content: to
         grams = {k: gram_matrix(v) for k, v in extractor(style).items() if k in sw}        # [1, C_l, C_l]
         targets = ({k: v for k, v in extractor(content).items() if k in cw} if content is not None else {})
     if isinstance(init, torch.Tensor):
-        x0 = _check_images(init, "init")
+        x0 = _checks.images(init, "init")
     elif init == "content":
         x0 = content
     elif init == "noise":
@@ -525,29 +488,15 @@ def style_transfer(extractor: FeatureExtractor, style: torch.Tensor, content: to
 # ----------------------------------------------------------------------------------------------
 
 
-class ChannelNormalize(nn.Module):
-    """``(x − mean_c) / std_c`` per channel, as a layer: ``[B, C, H, W]`` → ``[B, C, H, W]``."""
-
-    def __init__(self, mean: Sequence[float] = IMAGENET_MEAN, std: Sequence[float] = IMAGENET_STD):
-        super().__init__()
-        if len(mean) != len(std) or any(s <= 0 for s in std):
-            raise ValueError(f"mean and std must have one entry per channel and std > 0, got {mean!r}, {std!r}")
-        self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32)[:, None, None])
-        self.register_buffer("std", torch.tensor(std, dtype=torch.float32)[:, None, None])
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return (x - self.mean) / self.std
-
-
 class RandomFeatureNet(nn.Module):
     """A fixed network of random filters at several scales — no training, fully determined by ``seed``.
 
-    The input ``[B, 3, H, W]`` (pixels in [0, 1]) is normalised per channel (ImageNet statistics),
+    The input ``[N, 3, H, W]`` (pixels in [0, 1]) is normalised per channel (ImageNet statistics),
     then for each scale ``k = 0 … scales−1`` the image is downsampled by ``2^k`` (antialiased
     bilinear, so no blocky gradients) and filtered by
     ``channels`` random ``kernel_size × kernel_size`` filters (Gaussian entries, each filter
     scaled to unit norm, reflect padding, no bias), followed by a ReLU. The module ``scale{k}``
-    outputs ``[B, channels, H/2^k, W/2^k]``; its filters see ``kernel_size·2^k`` pixels of the
+    outputs ``[N, channels, H/2^k, W/2^k]``; its filters see ``kernel_size·2^k`` pixels of the
     original image. ``forward`` returns ``{"scale0": ..., ...}``.
 
     This is the "multi-scale single layer of random filters" that Ustyuzhaninov, Brendel, Gatys &
@@ -558,11 +507,11 @@ class RandomFeatureNet(nn.Module):
 
     def __init__(self, scales: int = 4, channels: int = 128, kernel_size: int = 5, seed: int = 0):
         super().__init__()
-        _check_positive_int(scales=scales, channels=channels, kernel_size=kernel_size)
+        _checks.positive_int(scales=scales, channels=channels, kernel_size=kernel_size)
         if kernel_size % 2 == 0:
             raise ValueError(f"kernel_size must be odd (to keep the size), got {kernel_size}")
         self.scales, self.channels, self.kernel_size, self.seed = scales, channels, kernel_size, seed
-        self.normalize = ChannelNormalize()
+        self.normalize = Normalize(IMAGENET_MEAN, IMAGENET_STD)
         gen = torch.Generator().manual_seed(seed)
         for k in range(scales):
             conv = nn.Conv2d(3, channels, kernel_size, padding=kernel_size // 2, padding_mode="reflect", bias=False)
@@ -573,15 +522,15 @@ class RandomFeatureNet(nn.Module):
             self.add_module(f"scale{k}", nn.Sequential(conv, nn.ReLU()))
 
     def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
-        _check_images(x)
+        _checks.images(x)
         if x.shape[1] != 3:
-            raise ValueError(f"RandomFeatureNet takes RGB images [B, 3, H, W], got {tuple(x.shape)}")
+            raise ValueError(f"RandomFeatureNet takes RGB images [N, 3, H, W], got {tuple(x.shape)}")
         z = self.normalize(x)
         out = {}
         for k in range(self.scales):
             zk = (F.interpolate(z, scale_factor=0.5 ** k, mode="bilinear", antialias=True, align_corners=False)
-                  if k else z)                                                          # [B, 3, H/2^k, W/2^k]
-            out[f"scale{k}"] = getattr(self, f"scale{k}")(zk)                          # [B, ch, H/2^k, W/2^k]
+                  if k else z)                                                          # [N, 3, H/2^k, W/2^k]
+            out[f"scale{k}"] = getattr(self, f"scale{k}")(zk)                          # [N, ch, H/2^k, W/2^k]
         return out
 
     def extra_repr(self) -> str:
@@ -591,7 +540,7 @@ class RandomFeatureNet(nn.Module):
 def vgg_feature_net(vgg: nn.Module) -> tuple[nn.Sequential, dict[str, str]]:
     """A torchvision VGG's convolutional part with ImageNet normalisation, and its layers by name.
 
-    Returns ``(net, names)``: ``net`` takes pixels in [0, 1] ``[B, 3, H, W]``; ``names`` maps the
+    Returns ``(net, names)``: ``net`` takes pixels in [0, 1] ``[N, 3, H, W]``; ``names`` maps the
     paper's names (``"conv1_1"``, ``"relu1_1"``, …, ``"pool5"``) to module names of ``net``
     (``"features.0"``, …), ready for :class:`FeatureExtractor`. Max-pooling is kept. The ReLUs
     of ``vgg.features`` are switched to out-of-place (so a hooked conv output is not overwritten);
@@ -600,7 +549,7 @@ def vgg_feature_net(vgg: nn.Module) -> tuple[nn.Sequential, dict[str, str]]:
     feats = getattr(vgg, "features", None)
     if not isinstance(feats, nn.Sequential):
         raise ValueError(f"expected a torchvision VGG (with a .features Sequential), got {type(vgg).__name__}")
-    net = nn.Sequential(OrderedDict(normalize=ChannelNormalize(), features=feats)).eval()
+    net = nn.Sequential(OrderedDict(normalize=Normalize(IMAGENET_MEAN, IMAGENET_STD), features=feats)).eval()
     names, block, conv = {}, 1, 0
     for i, m in enumerate(feats):
         if isinstance(m, nn.Conv2d):

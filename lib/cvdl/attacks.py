@@ -12,7 +12,9 @@
 
 Images are float tensors ``[N, C, H, W]`` with values in ``[0, 1]``; models take such images and
 return class scores (logits) ``[N, K]`` — e.g. :func:`cvdl.zoo.course_classifier`'s networks,
-whose first layer normalises.
+whose first layer normalises. An attack leaves the model as it found it: gradients are taken in
+eval mode (BatchNorm's running statistics are used, not updated; Dropout is off), the model's
+mode is restored afterwards, and its parameters' ``.grad`` are not touched.
 
 >>> x_adv = fgsm(model, x, y, eps=0.25)
 >>> res = box_constrained_attack(model, x, target)
@@ -28,23 +30,17 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from . import _checks
+from .viz import eval_mode
+
 # ----------------------------------------------------------------------------------------------
 # Checks
 # ----------------------------------------------------------------------------------------------
 
 
-def check_images(x: torch.Tensor, name: str = "x") -> None:
-    """Raise ``ValueError`` unless ``x`` is a floating tensor ``[N, ...]`` with values in ``[0, 1]``."""
-    if not isinstance(x, torch.Tensor):
-        raise ValueError(f"{name} must be a tensor of images [N, C, H, W], got {type(x).__name__}")
-    if not x.dtype.is_floating_point:
-        raise ValueError(f"{name} must be a float tensor with values in [0, 1], got dtype {x.dtype} "
-                         "(use ImageSet.float())")
-    if x.ndim < 2:
-        raise ValueError(f"{name} must be a batch [N, ...] of images, got shape {tuple(x.shape)}")
-    if x.numel() and (not torch.isfinite(x).all() or x.min() < 0 or x.max() > 1):
-        lo, hi = x.min().item(), x.max().item()
-        raise ValueError(f"{name} must have values in [0, 1], got values in [{lo:.4g}, {hi:.4g}]")
+def _check_images(x, name: str = "x") -> torch.Tensor:
+    """A batch ``[N, ...]`` of floating-point images with values in ``[0, 1]``."""
+    return _checks.images(x, name, ndim=None, unit_range=True)
 
 
 def _check_labels(y: torch.Tensor, n: int, name: str = "y") -> None:
@@ -61,17 +57,6 @@ def _check_classes(y: torch.Tensor, num_classes: int, name: str) -> None:
                          f"got values in {y.min().item()}..{y.max().item()}")
 
 
-def _positive_int(**values) -> None:
-    for name, v in values.items():
-        if isinstance(v, bool) or not isinstance(v, int) or v <= 0:
-            raise ValueError(f"{name} must be a positive integer, got {v!r}")
-
-
-def _device_of(model: nn.Module) -> torch.device:
-    p = next(model.parameters(), None)
-    return p.device if p is not None else torch.device("cpu")
-
-
 # ----------------------------------------------------------------------------------------------
 # The box and the distortion
 # ----------------------------------------------------------------------------------------------
@@ -83,14 +68,30 @@ def project_box(x: torch.Tensor, r: torch.Tensor, low: float = 0.0, high: float 
     ``x``, ``r``: ``[N, ...]`` of the same shape. The Euclidean projection onto a box is
     coordinate-wise: ``r_i ← clamp(r_i, low − x_i, high − x_i)``, i.e.
     ``x + project_box(x, r) == clamp(x + r, low, high)``.
+
+    In floating point the result is ``clamp(x + r, low, high) − x``, corrected where rounding
+    would leave ``x + result`` outside the box: ``x + project_box(x, r)`` always lies in
+    ``[low, high]`` exactly, and equals ``clamp(x + r, low, high)`` up to the rounding of
+    ``x + result`` (a step of ``result``'s last bit); where ``x + r`` is already inside, ``r``
+    is returned unchanged.
     """
-    if not isinstance(x, torch.Tensor) or not isinstance(r, torch.Tensor):
-        raise ValueError(f"x and r must be tensors, got {type(x).__name__} and {type(r).__name__}")
+    _checks.tensor(x, "x")
+    _checks.tensor(r, "r")
     if x.shape != r.shape:
         raise ValueError(f"x and r must have the same shape, got {tuple(x.shape)} and {tuple(r.shape)}")
     if not low < high:
         raise ValueError(f"the box needs low < high, got low={low}, high={high}")
-    return torch.maximum(torch.minimum(r, high - x), low - x)
+    y = x + r
+    inside = (y >= low) & (y <= high)
+    p = torch.where(inside, r, y.clamp(low, high) - x)
+    # x + p can round one step past the bound it was clamped to: step p back inwards until it is in
+    for _ in range(4):
+        above, below = x + p > high, x + p < low
+        if not (above.any() or below.any()):
+            break
+        p = torch.where(above, torch.nextafter(p, torch.full_like(p, -math.inf)), p)
+        p = torch.where(below, torch.nextafter(p, torch.full_like(p, math.inf)), p)
+    return p
 
 
 def average_distortion(x: torch.Tensor, x_adv: torch.Tensor) -> torch.Tensor:
@@ -115,10 +116,14 @@ def average_distortion(x: torch.Tensor, x_adv: torch.Tensor) -> torch.Tensor:
 
 def input_gradient(model: nn.Module, x: torch.Tensor, y: torch.Tensor,
                    loss_fn: Callable = F.cross_entropy) -> torch.Tensor:
-    """``∇ₓ J(θ, x, y)`` of the loss summed over the batch (so each image gets its own gradient), ``[N, ...]``."""
+    """``∇ₓ J(θ, x, y)`` of the loss summed over the batch (so each image gets its own gradient), ``[N, ...]``.
+
+    Taken in eval mode (the model's mode is restored afterwards), with respect to ``x`` only.
+    """
     x = x.detach().clone().requires_grad_(True)
-    loss = loss_fn(model(x), y, reduction="sum")
-    (grad,) = torch.autograd.grad(loss, x)
+    with eval_mode(model), torch.enable_grad():
+        loss = loss_fn(model(x), y, reduction="sum")
+        (grad,) = torch.autograd.grad(loss, x)
     return grad
 
 
@@ -129,12 +134,13 @@ def fgsm(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float,
     ``x``: images ``[N, C, H, W]`` in ``[0, 1]`` on the model's device; ``y``: true labels ``[N]``;
     ``eps``: the max-norm size of the step (``‖x̃ − x‖_∞ ≤ ε``); ``loss_fn(scores, y, reduction=)``:
     the training loss ``J``. With ``clip`` the result is clamped back into ``[0, 1]``.
+    The gradient is taken in eval mode (:func:`input_gradient`): a model left in training mode
+    is neither changed (BatchNorm statistics) nor attacked through batch statistics.
     Returns ``x̃`` ``[N, C, H, W]`` (detached).
     """
-    check_images(x)
+    _check_images(x)
     _check_labels(y, len(x))
-    if not isinstance(eps, (int, float)) or not math.isfinite(eps) or eps < 0:
-        raise ValueError(f"eps must be a finite number >= 0, got {eps!r}")
+    _checks.non_negative(eps=eps)
     grad = input_gradient(model, x, y, loss_fn)
     x_adv = x + eps * grad.sign()
     return (x_adv.clamp(0.0, 1.0) if clip else x_adv).detach()
@@ -185,13 +191,13 @@ def minimise_box_objective(model: nn.Module, x: torch.Tensor, target: torch.Tens
     independent, so the batch's summed objective is minimised and each image gets its own
     gradient. ``x``: ``[N, C, H, W]``; ``target``: ``[N]``; ``c``: a number or ``[N]``.
     ``watch(scores [N, K], r [N, C, H, W])`` sees every iterate, the last one included.
+    The model runs in eval mode (restored afterwards); only ``r`` is differentiated.
     Returns the final ``r`` ``[N, C, H, W]`` and the batch's mean objective after each step.
     """
-    check_images(x)
+    _check_images(x)
     _check_labels(target, len(x), "target")
-    _positive_int(steps=steps)
-    if not (isinstance(lr, (int, float)) and lr > 0):
-        raise ValueError(f"lr must be a positive number, got {lr!r}")
+    _checks.positive_int(steps=steps)
+    _checks.positive(lr=lr)
     c_t = torch.as_tensor(c, dtype=x.dtype, device=x.device)
     if c_t.ndim > 1 or (c_t.ndim == 1 and c_t.shape != (len(x),)) or not torch.isfinite(c_t).all() or (c_t <= 0).any():
         raise ValueError(f"c must be a positive number or a tensor [N] = [{len(x)}] of positive numbers, got {c!r}")
@@ -200,22 +206,22 @@ def minimise_box_objective(model: nn.Module, x: torch.Tensor, target: torch.Tens
     opt = torch.optim.Adam([r], lr=lr)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=steps)  # lr → 0: the iterates settle
     curve = []
-    for step in range(steps + 1):
-        scores = model(x + r)                                              # [N, K]
-        norm = (r.flatten(1).pow(2).sum(1) + 1e-12).sqrt()                 # [N]
-        if watch is not None:
+    with eval_mode(model), torch.enable_grad():
+        for step in range(steps + 1):
+            scores = model(x + r)                                              # [N, K]
+            norm = (r.flatten(1).pow(2).sum(1) + 1e-12).sqrt()                 # [N]
+            if watch is not None:
+                with torch.no_grad():
+                    watch(scores.detach(), r.detach())
+            if step == steps:
+                break
+            obj = c_t * norm + F.cross_entropy(scores, target, reduction="none")  # [N]
+            (r.grad,) = torch.autograd.grad(obj.sum(), r)                     # r only, not the weights
+            opt.step()
+            sched.step()
             with torch.no_grad():
-                watch(scores.detach(), r.detach())
-        if step == steps:
-            break
-        obj = c_t * norm + F.cross_entropy(scores, target, reduction="none")  # [N]
-        opt.zero_grad()
-        obj.sum().backward()
-        opt.step()
-        sched.step()
-        with torch.no_grad():
-            r.copy_(project_box(x, r))
-        curve.append(obj.mean().item())
+                r.copy_(project_box(x, r))
+            curve.append(obj.mean().item())
     return r.detach(), curve
 
 
@@ -232,16 +238,15 @@ def box_constrained_attack(model: nn.Module, x: torch.Tensor, target: torch.Tens
     rounds, the ``x + r`` classified as ``l`` with the smallest ``‖r‖₂`` is returned.
 
     ``x``: ``[N, C, H, W]`` in ``[0, 1]`` on the model's device; ``target``: ``[N]`` class indices.
+    The model runs in eval mode (restored afterwards).
     """
-    check_images(x)
+    _check_images(x)
     _check_labels(target, len(x), "target")
-    _positive_int(rounds=rounds, steps=steps)
-    for name, v in (("c_init", c_init), ("lr", lr)):
-        if not isinstance(v, (int, float)) or not math.isfinite(v) or v <= 0:
-            raise ValueError(f"{name} must be a positive number, got {v!r}")
+    _checks.positive_int(rounds=rounds, steps=steps)
+    _checks.positive(c_init=c_init, lr=lr)
     x = x.detach()
     n = len(x)
-    with torch.no_grad():
+    with eval_mode(model), torch.no_grad():
         _check_classes(target, model(x[:1]).shape[1], "target")
     c = torch.full((n,), float(c_init), device=x.device)
     lo = torch.zeros(n, device=x.device)                 # largest c known to succeed (0: none)
@@ -287,9 +292,8 @@ def gaussian_noise_at_distortion(x: torch.Tensor, distortion: float, generator: 
     it), so ``σ`` is larger than the distortion; it is found by bisection (the distortion grows
     with ``σ``) to a relative tolerance ``tol``. ``x``: ``[N, C, H, W]`` in ``[0, 1]``.
     """
-    check_images(x)
-    if not isinstance(distortion, (int, float)) or not math.isfinite(distortion) or distortion < 0:
-        raise ValueError(f"distortion must be a finite number >= 0, got {distortion!r}")
+    _check_images(x)
+    _checks.non_negative(distortion=distortion)
     if len(x) == 0:
         raise ValueError("x is empty: no images to add noise to")
     z = torch.randn(x.shape, generator=generator).to(x.device)
@@ -345,52 +349,51 @@ def map_elites(model: nn.Module, image_shape: tuple[int, ...], num_classes: int,
     child the new elite of *every* class for which it beats the current elite. An elite's fitness
     therefore never decreases. ``halve_rate_every``: halve the mutation rate every that many
     generations (Nguyen et al. halve it every 1000). ``callback(generation, log_probs [K])``.
+    The model runs in eval mode (restored afterwards), without gradients.
 
     ``image_shape``: ``(C, H, W)``. Returns a :class:`FoolingResult` (``history``: ``[generations + 1, K]``).
     """
     if not isinstance(image_shape, (tuple, list)) or not image_shape:
         raise ValueError(f"image_shape must be a shape like (1, 28, 28), got {image_shape!r}")
-    _positive_int(num_classes=num_classes, batch_size=batch_size,
-                  **{f"image_shape[{i}]": s for i, s in enumerate(image_shape)})
-    if isinstance(generations, bool) or not isinstance(generations, int) or generations < 0:
-        raise ValueError(f"generations must be a non-negative integer, got {generations!r}")
+    _checks.positive_int(num_classes=num_classes, batch_size=batch_size,
+                         **{f"image_shape[{i}]": s for i, s in enumerate(image_shape)})
+    _checks.non_negative_int(generations=generations)
     if not (isinstance(mutation_rate, (int, float)) and 0 < mutation_rate <= 1):
         raise ValueError(f"mutation_rate must be in (0, 1], got {mutation_rate!r}")
-    if not (isinstance(mutation_strength, (int, float)) and mutation_strength > 0):
-        raise ValueError(f"mutation_strength must be positive, got {mutation_strength!r}")
+    _checks.positive(mutation_strength=mutation_strength)
     if halve_rate_every is not None:
-        _positive_int(halve_rate_every=halve_rate_every)
-    device = _device_of(model)
-    model.eval()
+        _checks.positive_int(halve_rate_every=halve_rate_every)
+    device, dtype = _checks.model_device(model), _checks.model_dtype(model)
 
     def rand(*shape):
-        return torch.rand(shape, generator=generator).to(device)
+        return torch.rand(shape, generator=generator).to(device=device, dtype=dtype)
 
     def randn(*shape):
-        return torch.randn(shape, generator=generator).to(device)
+        return torch.randn(shape, generator=generator).to(device=device, dtype=dtype)
 
-    first = rand(batch_size, *image_shape)                           # [B, C, H, W] uniform noise
-    logp = F.log_softmax(model(first), dim=1)                        # [B, K]
-    if logp.shape[1] != num_classes:
-        raise ValueError(f"num_classes is {num_classes} but the model gives {logp.shape[1]} scores")
-    fitness, idx = logp.max(0)                                       # [K]: the best of the first batch per class
-    elites = first[idx].clone()                                      # [K, C, H, W]
-    history = [fitness.exp().cpu()]
-    rate = float(mutation_rate)
-    for gen in range(1, generations + 1):
-        if halve_rate_every and gen % halve_rate_every == 0:
-            rate /= 2
-        parents = elites[torch.randint(num_classes, (batch_size,), generator=generator).to(device)]
-        mask = rand(*parents.shape) < rate
-        children = (parents + mask * mutation_strength * randn(*parents.shape)).clamp(0, 1)
-        logp = F.log_softmax(model(children), dim=1)                 # [B, K]
-        best, who = logp.max(0)                                      # the best child for each class
-        better = best > fitness                                      # [K]
-        elites[better] = children[who[better]]
-        fitness = torch.where(better, best, fitness)
-        history.append(fitness.exp().cpu())
-        if callback is not None:
-            callback(gen, fitness)
+    with eval_mode(model):
+        first = rand(batch_size, *image_shape)                           # [B, C, H, W] uniform noise
+        logp = F.log_softmax(model(first), dim=1)                        # [B, K]
+        if logp.shape[1] != num_classes:
+            raise ValueError(f"num_classes is {num_classes} but the model gives {logp.shape[1]} scores")
+        fitness, idx = logp.max(0)                                       # [K]: the best of the first batch per class
+        elites = first[idx].clone()                                      # [K, C, H, W]
+        history = [fitness.exp().cpu()]
+        rate = float(mutation_rate)
+        for gen in range(1, generations + 1):
+            if halve_rate_every and gen % halve_rate_every == 0:
+                rate /= 2
+            parents = elites[torch.randint(num_classes, (batch_size,), generator=generator).to(device)]
+            mask = rand(*parents.shape) < rate
+            children = (parents + mask * mutation_strength * randn(*parents.shape)).clamp(0, 1)
+            logp = F.log_softmax(model(children), dim=1)                 # [B, K]
+            best, who = logp.max(0)                                      # the best child for each class
+            better = best > fitness                                      # [K]
+            elites[better] = children[who[better]]
+            fitness = torch.where(better, best, fitness)
+            history.append(fitness.exp().cpu())
+            if callback is not None:
+                callback(gen, fitness)
     return FoolingResult(elites, fitness.exp().cpu(), torch.stack(history))
 
 
@@ -398,16 +401,16 @@ def gradient_fooling(model: nn.Module, image_shape: tuple[int, ...], num_classes
                      lr: float = 0.05, init: str = "zeros", generator: torch.Generator | None = None) -> FoolingResult:
     """Fooling images by gradient ascent: for every class ``k``, ``max_x log p(k | x)`` subject to
     ``x ∈ [0, 1]^m``, by projected Adam from a blank (``init="zeros"``, ``"grey"``) or a
-    uniform-noise (``"noise"``) image.
+    uniform-noise (``"noise"``) image. The model runs in eval mode (restored afterwards); only
+    the images are differentiated.
 
     ``image_shape``: ``(C, H, W)``. Returns a :class:`FoolingResult` (``history``: ``[steps + 1, K]``).
     """
     if not isinstance(image_shape, (tuple, list)) or not image_shape:
         raise ValueError(f"image_shape must be a shape like (1, 28, 28), got {image_shape!r}")
-    _positive_int(num_classes=num_classes, steps=steps, **{f"image_shape[{i}]": s for i, s in enumerate(image_shape)})
-    if not (isinstance(lr, (int, float)) and lr > 0):
-        raise ValueError(f"lr must be positive, got {lr!r}")
-    device = _device_of(model)
+    _checks.positive_int(num_classes=num_classes, steps=steps, **{f"image_shape[{i}]": s for i, s in enumerate(image_shape)})
+    _checks.positive(lr=lr)
+    device, dtype = _checks.model_device(model), _checks.model_dtype(model)
     shape = (num_classes, *image_shape)
     if init == "zeros":
         x0 = torch.zeros(shape)
@@ -417,22 +420,21 @@ def gradient_fooling(model: nn.Module, image_shape: tuple[int, ...], num_classes
         x0 = torch.rand(shape, generator=generator)
     else:
         raise ValueError(f"init must be 'zeros', 'grey' or 'noise', got {init!r}")
-    x = x0.to(device).requires_grad_(True)
+    x = x0.to(device=device, dtype=dtype).requires_grad_(True)
     target = torch.arange(num_classes, device=device)
     opt = torch.optim.Adam([x], lr=lr)
-    model.eval()
     history = []
-    for step in range(steps + 1):
-        logp = F.log_softmax(model(x), dim=1)                        # [K, K]
-        if logp.shape[1] != num_classes:
-            raise ValueError(f"num_classes is {num_classes} but the model gives {logp.shape[1]} scores")
-        own = logp[target, target]                                   # [K]: log p(k | x_k)
-        history.append(own.detach().exp().cpu())
-        if step == steps:
-            break
-        opt.zero_grad()
-        (-own.sum()).backward()
-        opt.step()
-        with torch.no_grad():
-            x.clamp_(0, 1)                                           # the projection onto the box
+    with eval_mode(model), torch.enable_grad():
+        for step in range(steps + 1):
+            logp = F.log_softmax(model(x), dim=1)                        # [K, K]
+            if logp.shape[1] != num_classes:
+                raise ValueError(f"num_classes is {num_classes} but the model gives {logp.shape[1]} scores")
+            own = logp[target, target]                                   # [K]: log p(k | x_k)
+            history.append(own.detach().exp().cpu())
+            if step == steps:
+                break
+            (x.grad,) = torch.autograd.grad(-own.sum(), x)               # the images only, not the weights
+            opt.step()
+            with torch.no_grad():
+                x.clamp_(0, 1)                                           # the projection onto the box
     return FoolingResult(x.detach(), history[-1], torch.stack(history))

@@ -17,17 +17,11 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-
-def _check_images(x) -> None:
-    if not isinstance(x, torch.Tensor) or x.ndim != 4:
-        raise ValueError(f"images must be a tensor [B, C, H, W], got "
-                         f"{tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__}")
-    if not x.is_floating_point():
-        raise ValueError(f"images must be floating point (e.g. ImageSet.float()), got dtype {x.dtype}")
+from . import _checks
 
 
 def _per_image(value, batch: int, name: str, dtype=torch.float32, device=None) -> torch.Tensor:
-    """A number or a ``[B]`` tensor/sequence → a ``[B]`` tensor."""
+    """A number or a ``[N]`` tensor/sequence → a ``[N]`` tensor."""
     t = torch.as_tensor(value, dtype=dtype, device=device)
     if t.ndim == 0:
         t = t.expand(batch)
@@ -44,14 +38,13 @@ def _per_image(value, batch: int, name: str, dtype=torch.float32, device=None) -
 def pad_crop(x: torch.Tensor, padding: int, top, left) -> torch.Tensor:
     """Zero-pad ``x`` by ``padding`` on every side, then crop ``H×W`` at ``(top, left)`` per image.
 
-    ``x``: ``[B, C, H, W]``; ``top``, ``left``: ints or int ``[B]`` in ``0..2·padding``.
-    Returns ``[B, C, H, W]``; ``top = left = padding`` gives ``x`` back, and image ``b`` is
+    ``x``: ``[N, C, H, W]``; ``top``, ``left``: ints or int ``[N]`` in ``0..2·padding``.
+    Returns ``[N, C, H, W]``; ``top = left = padding`` gives ``x`` back, and image ``b`` is
     shifted down by ``padding - top[b]`` and right by ``padding - left[b]`` pixels.
     Equals ``torchvision.transforms.v2.functional.crop(pad(x, padding), top, left, H, W)``.
     """
-    _check_images(x)
-    if isinstance(padding, bool) or not isinstance(padding, int) or padding < 0:
-        raise ValueError(f"padding must be a non-negative integer, got {padding!r}")
+    _checks.images(x)
+    _checks.non_negative_int(padding=padding)
     b, c, h, w = x.shape
     top = _per_image(top, b, "top", torch.long, x.device)
     left = _per_image(left, b, "left", torch.long, x.device)
@@ -59,18 +52,18 @@ def pad_crop(x: torch.Tensor, padding: int, top, left) -> torch.Tensor:
         if b and (t.min() < 0 or t.max() > 2 * padding):
             raise ValueError(f"{name} offsets must lie in 0..{2 * padding} for padding {padding}, "
                              f"got values in {t.min().item()}..{t.max().item()}")
-    padded = F.pad(x, (padding, padding, padding, padding))                 # [B, C, H+2p, W+2p]
-    rows = top[:, None] + torch.arange(h, device=x.device)                 # [B, H]
-    cols = left[:, None] + torch.arange(w, device=x.device)                # [B, W]
-    batch = torch.arange(b, device=x.device)[:, None, None]                # [B, 1, 1]
-    out = padded[batch, :, rows[:, :, None], cols[:, None, :]]              # [B, H, W, C]
-    return out.permute(0, 3, 1, 2).contiguous()                             # [B, C, H, W]
+    padded = F.pad(x, (padding, padding, padding, padding))                 # [N, C, H+2p, W+2p]
+    rows = top[:, None] + torch.arange(h, device=x.device)                 # [N, H]
+    cols = left[:, None] + torch.arange(w, device=x.device)                # [N, W]
+    batch = torch.arange(b, device=x.device)[:, None, None]                # [N, 1, 1]
+    out = padded[batch, :, rows[:, :, None], cols[:, None, :]]              # [N, H, W, C]
+    return out.permute(0, 3, 1, 2).contiguous()                             # [N, C, H, W]
 
 
 def translate(x: torch.Tensor, dy, dx) -> torch.Tensor:
-    """Shift each image down by ``dy`` and right by ``dx`` whole pixels (ints or int ``[B]``),
-    filling with zeros: ``[B, C, H, W]`` → ``[B, C, H, W]``."""
-    _check_images(x)
+    """Shift each image down by ``dy`` and right by ``dx`` whole pixels (ints or int ``[N]``),
+    filling with zeros: ``[N, C, H, W]`` → ``[N, C, H, W]``."""
+    _checks.images(x)
     b = x.shape[0]
     dy = _per_image(dy, b, "dy", torch.long, x.device)
     dx = _per_image(dx, b, "dx", torch.long, x.device)
@@ -86,13 +79,12 @@ class RandomCrop:
     """
 
     def __init__(self, padding: int = 2, seed: int = 0):
-        if isinstance(padding, bool) or not isinstance(padding, int) or padding < 0:
-            raise ValueError(f"padding must be a non-negative integer, got {padding!r}")
+        _checks.non_negative_int(padding=padding)
         self.padding, self.seed = padding, seed
         self.generator = torch.Generator().manual_seed(seed)
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
-        _check_images(x)
+        _checks.images(x)
         b = x.shape[0]
         top = torch.randint(0, 2 * self.padding + 1, (b,), generator=self.generator)
         left = torch.randint(0, 2 * self.padding + 1, (b,), generator=self.generator)
@@ -108,11 +100,11 @@ class RandomCrop:
 
 
 def affine_theta(angle, translate, scale, size: tuple[int, int]) -> torch.Tensor:
-    """The ``[B, 2, 3]`` matrices ``F.affine_grid`` needs for rotation + scale + translation.
+    """The ``[N, 2, 3]`` matrices ``F.affine_grid`` needs for rotation + scale + translation.
 
-    ``angle``: degrees, ``[B]`` or a number (positive = clockwise on screen, torchvision's
-    convention); ``translate``: pixels ``(tx, ty)`` (right, down), a pair or ``[B, 2]``;
-    ``scale``: a number or ``[B]``; ``size``: ``(H, W)``.
+    ``angle``: degrees, ``[N]`` or a number (positive = clockwise on screen, torchvision's
+    convention); ``translate``: pixels ``(tx, ty)`` (right, down), a pair or ``[N, 2]``;
+    ``scale``: a number or ``[N]``; ``size``: ``(H, W)``.
 
     The forward map about the image centre is ``p' = s·R(θ)·p + t`` in pixels. ``affine_grid``
     wants the *inverse* (output pixel → where to read in the input), ``p = R(θ)ᵀ(p' - t)/s``,
@@ -131,28 +123,28 @@ def affine_theta(angle, translate, scale, size: tuple[int, int]) -> torch.Tensor
     if trans.shape == (2,):
         trans = trans.expand(b, 2)
     if trans.shape != (b, 2):
-        raise ValueError(f"translate must be (tx, ty) or [B, 2] = [{b}, 2], got shape {tuple(trans.shape)}")
+        raise ValueError(f"translate must be (tx, ty) or [N, 2] = [{b}, 2], got shape {tuple(trans.shape)}")
     if (scale <= 0).any():
         raise ValueError(f"scale must be positive, got {scale.tolist()}")
     rad = torch.deg2rad(angle)
     cos, sin = torch.cos(rad), torch.sin(rad)
-    # inverse linear part R(θ)ᵀ / s in pixels, rows (x, y) with y pointing down: [B, 2, 2]
+    # inverse linear part R(θ)ᵀ / s in pixels, rows (x, y) with y pointing down: [N, 2, 2]
     inv = torch.stack([torch.stack([cos, sin], -1), torch.stack([-sin, cos], -1)], -2) / scale[:, None, None]
-    shift = -(inv @ trans[:, :, None])[..., 0]                              # [B, 2] pixels
+    shift = -(inv @ trans[:, :, None])[..., 0]                              # [N, 2] pixels
     half = torch.tensor([w / 2.0, h / 2.0])                                 # pixels per normalised unit
     lin = inv * half[None, None, :] / half[None, :, None]                   # D⁻¹ · inv · D
-    return torch.cat([lin, (shift / half)[:, :, None]], dim=2)              # [B, 2, 3]
+    return torch.cat([lin, (shift / half)[:, :, None]], dim=2)              # [N, 2, 3]
 
 
 def affine(x: torch.Tensor, angle=0.0, translate=(0.0, 0.0), scale=1.0,
            mode: str = "bilinear") -> torch.Tensor:
     """Rotate by ``angle`` degrees (clockwise), scale by ``scale``, then shift by ``translate``
-    pixels ``(right, down)``, about the image centre, zero outside: ``[B, C, H, W]`` → same.
+    pixels ``(right, down)``, about the image centre, zero outside: ``[N, C, H, W]`` → same.
 
-    Parameters are numbers or one per image (``[B]``, translate ``[B, 2]``). Matches
+    Parameters are numbers or one per image (``[N]``, translate ``[N, 2]``). Matches
     ``torchvision.transforms.v2.functional.affine(x, angle, translate, scale, shear=0)``.
     """
-    _check_images(x)
+    _checks.images(x)
     if mode not in ("bilinear", "nearest"):
         raise ValueError(f"mode must be 'bilinear' or 'nearest', got {mode!r}")
     b, c, h, w = x.shape
@@ -162,7 +154,7 @@ def affine(x: torch.Tensor, angle=0.0, translate=(0.0, 0.0), scale=1.0,
     if theta.shape[0] != b:
         raise ValueError(f"got parameters for {theta.shape[0]} images but a batch of {b}")
     theta = theta.to(device=x.device, dtype=x.dtype)
-    grid = F.affine_grid(theta, [b, c, h, w], align_corners=False)          # [B, H, W, 2]
+    grid = F.affine_grid(theta, [b, c, h, w], align_corners=False)          # [N, H, W, 2]
     return F.grid_sample(x, grid, mode=mode, padding_mode="zeros", align_corners=False)
 
 
@@ -174,8 +166,7 @@ class RandomAffine:
 
     def __init__(self, degrees: float = 10.0, translate: float = 0.1,
                  scale: tuple[float, float] = (0.9, 1.1), seed: int = 0):
-        if not isinstance(degrees, (int, float)) or degrees < 0:
-            raise ValueError(f"degrees must be a non-negative number, got {degrees!r}")
+        _checks.non_negative(degrees=degrees)
         if not isinstance(translate, (int, float)) or not 0 <= translate <= 1:
             raise ValueError(f"translate must be a fraction in [0, 1], got {translate!r}")
         if (not isinstance(scale, (tuple, list)) or len(scale) != 2 or not 0 < scale[0] <= scale[1]):
@@ -184,7 +175,7 @@ class RandomAffine:
         self.generator = torch.Generator().manual_seed(seed)
 
     def sample(self, b: int, size: tuple[int, int]) -> dict:
-        """Draw ``angle [B]``, ``translate [B, 2]`` (pixels) and ``scale [B]``."""
+        """Draw ``angle [N]``, ``translate [N, 2]`` (pixels) and ``scale [N]``."""
         h, w = size
         g = self.generator
         u = lambda *shape: torch.rand(*shape, generator=g)  # noqa: E731 uniform [0, 1)
@@ -195,7 +186,7 @@ class RandomAffine:
         return {"angle": angle, "translate": trans, "scale": scale}
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
-        _check_images(x)
+        _checks.images(x)
         if x.shape[0] == 0:
             return x
         p = self.sample(x.shape[0], tuple(x.shape[-2:]))

@@ -24,7 +24,8 @@ Contents, in teaching order:
 - :func:`hog_cell_histograms` — HOG's gradient-orientation histograms per cell (checked against
   ``skimage.feature.hog`` in ``tests/test_conv.py``)
 
-Output size along one axis (input ``n``, kernel ``k``, stride ``s``, padding ``p``, dilation ``d``)::
+Output size along one axis (input ``n``, kernel ``k``, stride ``s``, padding ``p``, dilation ``d``),
+computed by :func:`cvdl.arith.conv_output_size`::
 
     n_out = floor((n + 2p - d·(k - 1) - 1) / s) + 1
 """
@@ -35,6 +36,8 @@ from typing import Union
 import numpy as np
 import torch
 import torch.nn.functional as F
+
+from .arith import conv_output_size, effective_kernel_size
 
 IntPair = Union[int, tuple[int, int]]
 
@@ -133,13 +136,12 @@ def _pair(value: IntPair, name: str, minimum: int) -> tuple[int, int]:
 
 
 def _out_size(n: int, k: int, stride: int, padding: int, dilation: int, axis: str) -> int:
-    """Output length along one axis; raises when the (dilated) kernel does not fit."""
-    span = dilation * (k - 1) + 1                                   # extent of the dilated kernel
-    if span > n + 2 * padding:
-        raise ValueError(
-            f"kernel is larger than the padded input along the {axis} axis: kernel extent {span} "
-            f"(size {k}, dilation {dilation}) > input {n} + 2*padding {padding} = {n + 2 * padding}")
-    return (n + 2 * padding - span) // stride + 1
+    """Output length along one axis (:func:`cvdl.arith.conv_output_size`); its error, if the
+    (dilated) kernel does not fit, names the axis and fills in the numbers."""
+    try:
+        return conv_output_size(n, k, stride, padding, dilation)
+    except ValueError as err:
+        raise ValueError(f"along the {axis} axis: {err}") from None
 
 
 # ----------------------------------------------------------------------------------------------
@@ -254,7 +256,7 @@ def conv2d(x, weight, bias=None, stride: IntPair = 1, padding: IntPair = 0,
     x, weight = x.to(dtype), weight.to(device=x.device, dtype=dtype)
 
     xp = F.pad(x, (pw, pw, ph, ph))                                  # [N, C, H+2ph, W+2pw]
-    span_h, span_w = dh * (kh - 1) + 1, dw * (kw - 1) + 1            # dilated kernel extent
+    span_h, span_w = effective_kernel_size(kh, dh), effective_kernel_size(kw, dw)  # dilated kernel extent
     # every window of the dilated extent, stepping by the stride (views, no copy)
     windows = xp.unfold(2, span_h, sh).unfold(3, span_w, sw)         # [N, C, H', W', span_h, span_w]
     windows = windows[..., ::dh, ::dw]                               # [N, C, H', W', kh, kw]

@@ -8,8 +8,9 @@
 - :class:`ResidualBlock` — He et al. (2016): two 3×3 convolutions with batch norm, added to an
   identity (or 1×1-projection) shortcut;
 - :class:`BaselineCNN` — the small CNN notebook 03 trains on MNIST;
+- :class:`Normalize` — ``(x − mean) / std`` as the first layer, so that a model takes raw pixels;
 - :func:`count_params`, :func:`conv_params`, :func:`fc_params` — parameter counts, measured and
-  by formula;
+  by formula (:func:`conv_params` is :func:`cvdl.arith.conv_params`);
 - :func:`softmax`, :func:`cross_entropy` — from scratch, checked against PyTorch in the tests.
 
 >>> model = make_cnn("[(CONV-RELU)*2-POOL]*2-(FC-RELU)*1", channels=(16, 32), hidden=64)
@@ -25,6 +26,15 @@ from typing import Sequence
 import torch
 import torch.nn as nn
 
+from . import _checks
+from .arith import conv_params
+
+__all__ = [
+    "count_params", "fc_params", "conv_params", "softmax", "cross_entropy", "linear_classifier",
+    "two_layer_net", "parse_pattern", "format_pattern", "make_cnn", "layer_string", "ResidualBlock",
+    "small_resnet", "BaselineCNN", "Normalize",
+]
+
 # ----------------------------------------------------------------------------------------------
 # Parameter counts
 # ----------------------------------------------------------------------------------------------
@@ -32,30 +42,14 @@ import torch.nn as nn
 
 def count_params(model: nn.Module, trainable_only: bool = False) -> int:
     """Number of parameters of ``model`` (only those with ``requires_grad`` if ``trainable_only``)."""
-    if not isinstance(model, nn.Module):
-        raise ValueError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+    _checks.module(model)
     return sum(p.numel() for p in model.parameters() if p.requires_grad or not trainable_only)
 
 
 def fc_params(in_features: int, out_features: int, bias: bool = True) -> int:
     """Parameters of a fully connected layer: ``in·out`` weights ``+ out`` biases."""
-    _check_positive(in_features=in_features, out_features=out_features)
+    _checks.positive_int(in_features=in_features, out_features=out_features)
     return in_features * out_features + (out_features if bias else 0)
-
-
-def conv_params(in_channels: int, out_channels: int, kernel_size: int, bias: bool = True) -> int:
-    """Parameters of a ``k×k`` convolution: ``(k·k·C_in)·C_out`` weights ``+ C_out`` biases.
-
-    Independent of the image size: the same filters are shared across all positions.
-    """
-    _check_positive(in_channels=in_channels, out_channels=out_channels, kernel_size=kernel_size)
-    return kernel_size * kernel_size * in_channels * out_channels + (out_channels if bias else 0)
-
-
-def _check_positive(**values) -> None:
-    for name, v in values.items():
-        if isinstance(v, bool) or not isinstance(v, int) or v <= 0:
-            raise ValueError(f"{name} must be a positive integer, got {v!r}")
 
 
 # ----------------------------------------------------------------------------------------------
@@ -107,11 +101,11 @@ def cross_entropy(scores: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
 
 def _in_features(in_shape) -> int:
     if isinstance(in_shape, int):
-        _check_positive(in_shape=in_shape)
+        _checks.positive_int(in_shape=in_shape)
         return in_shape
     if not isinstance(in_shape, (tuple, list)) or not in_shape:
         raise ValueError(f"in_shape must be an int or a shape like (1, 28, 28), got {in_shape!r}")
-    _check_positive(**{f"in_shape[{i}]": s for i, s in enumerate(in_shape)})
+    _checks.positive_int(**{f"in_shape[{i}]": s for i, s in enumerate(in_shape)})
     return math.prod(in_shape)
 
 
@@ -123,7 +117,7 @@ def linear_classifier(in_shape: int | Sequence[int] = (1, 28, 28), num_classes: 
     ``D = prod(in_shape)``, so each row of ``W`` is a *template* the size of the image.
     """
     d = _in_features(in_shape)
-    _check_positive(num_classes=num_classes)
+    _checks.positive_int(num_classes=num_classes)
     return nn.Sequential(nn.Flatten(), nn.Linear(d, num_classes, bias=bias))
 
 
@@ -131,7 +125,7 @@ def two_layer_net(in_shape: int | Sequence[int] = (1, 28, 28), hidden: int = 256
                   num_classes: int = 10) -> nn.Sequential:
     """``f(x) = W2 max(0, W1 x + b1) + b2``: input ``[N, *in_shape]`` → scores ``[N, num_classes]``."""
     d = _in_features(in_shape)
-    _check_positive(hidden=hidden, num_classes=num_classes)
+    _checks.positive_int(hidden=hidden, num_classes=num_classes)
     return nn.Sequential(nn.Flatten(), nn.Linear(d, hidden), nn.ReLU(), nn.Linear(hidden, num_classes))
 
 
@@ -169,12 +163,12 @@ def format_pattern(n: int, m: int, k: int, pool: bool = True) -> str:
 def _per_block(value, count: int, name: str, doubling: bool) -> list[int]:
     """An int (doubled at each block if ``doubling``) or a sequence of ``count`` ints."""
     if isinstance(value, int) and not isinstance(value, bool):
-        _check_positive(**{name: value})
+        _checks.positive_int(**{name: value})
         return [value * (2 ** i if doubling else 1) for i in range(count)]
     if isinstance(value, (tuple, list)):
         if len(value) != count:
             raise ValueError(f"{name} must have one entry per block ({count}), got {len(value)}: {value!r}")
-        _check_positive(**{f"{name}[{i}]": v for i, v in enumerate(value)})
+        _checks.positive_int(**{f"{name}[{i}]": v for i, v in enumerate(value)})
         return list(value)
     raise ValueError(f"{name} must be a positive int or a sequence of {count} ints, got {value!r}")
 
@@ -211,18 +205,16 @@ def make_cnn(pattern: str | int = 2, m: int | None = None, k: int | None = None,
         n = pattern
     else:
         raise ValueError(f"pattern must be a pattern string or the integer N, got {pattern!r}")
-    for name, v in (("N", n), ("M", m), ("K", k)):
-        if isinstance(v, bool) or not isinstance(v, int) or v < 0:
-            raise ValueError(f"{name} must be a non-negative integer, got {v!r}")
+    _checks.non_negative_int(N=n, M=m, K=k)
     if n == 0 and m > 0:
         raise ValueError(f"a conv block needs at least one CONV-RELU (N >= 1) when M = {m} > 0, got N = 0")
-    _check_positive(in_channels=in_channels, num_classes=num_classes, kernel_size=kernel_size)
+    _checks.positive_int(in_channels=in_channels, num_classes=num_classes, kernel_size=kernel_size)
     if kernel_size % 2 == 0:
         raise ValueError(f"kernel_size must be odd so that 'same' padding (k-1)/2 keeps the size, got {kernel_size}")
     if not (isinstance(dropout, (int, float)) and 0.0 <= dropout < 1.0):
         raise ValueError(f"dropout must be in [0, 1), got {dropout!r}")
     h, w = (image_size, image_size) if isinstance(image_size, int) else tuple(image_size)
-    _check_positive(height=h, width=w)
+    _checks.positive_int(height=h, width=w)
     chans = _per_block(channels, m, "channels", doubling=True) if m else []
     widths = _per_block(hidden, k, "hidden", doubling=False) if k else []
     if pool and (h >> m == 0 or w >> m == 0):
@@ -288,7 +280,7 @@ class ResidualBlock(nn.Module):
                  zero_init: bool = False):
         super().__init__()
         out_channels = in_channels if out_channels is None else out_channels
-        _check_positive(in_channels=in_channels, out_channels=out_channels, stride=stride)
+        _checks.positive_int(in_channels=in_channels, out_channels=out_channels, stride=stride)
         self.conv1 = nn.Conv2d(in_channels, out_channels, 3, stride=stride, padding=1, bias=False)
         self.bn1 = nn.BatchNorm2d(out_channels)
         self.conv2 = nn.Conv2d(out_channels, out_channels, 3, padding=1, bias=False)
@@ -318,7 +310,7 @@ def small_resnet(channels: Sequence[int] = (16, 32, 64), in_channels: int = 1,
     first), global average pooling and an FC layer: ``[B, in_channels, H, W]`` → ``[B, num_classes]``."""
     if not isinstance(channels, (tuple, list)) or not channels:
         raise ValueError(f"channels must be a non-empty sequence of ints, got {channels!r}")
-    _check_positive(in_channels=in_channels, num_classes=num_classes,
+    _checks.positive_int(in_channels=in_channels, num_classes=num_classes,
                     **{f"channels[{i}]": c for i, c in enumerate(channels)})
     layers: list[nn.Module] = [nn.Conv2d(in_channels, channels[0], 3, padding=1, bias=False),
                                nn.BatchNorm2d(channels[0]), nn.ReLU()]
@@ -348,7 +340,7 @@ class BaselineCNN(nn.Module):
     """
 
     def __init__(self, c1: int = 32, c2: int = 64, hidden: int = 128, num_classes: int = 10):
-        _check_positive(c1=c1, c2=c2, hidden=hidden, num_classes=num_classes)
+        _checks.positive_int(c1=c1, c2=c2, hidden=hidden, num_classes=num_classes)
         super().__init__()
         self.features = nn.Sequential(
             nn.Conv2d(1, c1, 5), nn.ReLU(), nn.MaxPool2d(2),   # [B, c1, 12, 12]
@@ -360,3 +352,67 @@ class BaselineCNN(nn.Module):
         if x.ndim != 4 or tuple(x.shape[1:]) != (1, 28, 28):
             raise ValueError(f"BaselineCNN expects MNIST-sized input [B, 1, 28, 28], got {tuple(x.shape)}")
         return self.classifier(self.features(x))
+
+
+# ----------------------------------------------------------------------------------------------
+# Input normalisation as a layer
+# ----------------------------------------------------------------------------------------------
+
+
+def _statistic(value, name: str, check) -> torch.Tensor:
+    """A number → a 0-d tensor; a sequence of ``C`` numbers → ``[C, 1, 1]`` (broadcasts over H, W)."""
+    if isinstance(value, (tuple, list)):
+        if not value:
+            raise ValueError(f"{name} must be a number or one number per channel, got an empty {type(value).__name__}")
+        check(**{f"{name}[{c}]": v for c, v in enumerate(value)})
+        return torch.tensor([float(v) for v in value])[:, None, None]   # [C, 1, 1]
+    check(**{name: value})
+    return torch.tensor(float(value))                                  # 0-d: every channel
+
+
+class Normalize(nn.Module):
+    """``(x − mean) / std`` as a layer, so that a model takes raw pixels in [0, 1].
+
+    ``mean``, ``std``: one number for every channel (stored as 0-d buffers), or one number per
+    channel (sequences of length ``C``, stored as ``[C, 1, 1]`` buffers); one of each kind may be
+    mixed. The buffers follow ``.to(device, dtype)`` and are saved in the ``state_dict``.
+    Input ``x (Tensor[N, C, H, W])`` (any ``[..., C, H, W]``) → the same shape.
+
+    >>> Normalize(0.1307, 0.3081)                                   # MNIST: one mean and std
+    Normalize(mean=0.1307, std=0.3081)
+    >>> Normalize((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))      # ImageNet: per channel
+    Normalize(mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225))
+
+    Raises:
+        TypeError: for a mean or std that is not a number (or a sequence of numbers).
+        ValueError: for a std ``<= 0``, a non-finite mean, or per-channel sequences of
+            different lengths; in ``forward``, for an input whose channels do not match them.
+    """
+
+    def __init__(self, mean: float | Sequence[float], std: float | Sequence[float]):
+        super().__init__()
+        self.register_buffer("mean", _statistic(mean, "mean", _checks.finite))
+        self.register_buffer("std", _statistic(std, "std", _checks.positive))
+        if self.mean.ndim and self.std.ndim and len(self.mean) != len(self.std):
+            raise ValueError(f"mean and std must have the same number of channels, got {len(self.mean)} "
+                             f"means {tuple(mean)} and {len(self.std)} stds {tuple(std)}")
+
+    @property
+    def channels(self) -> int | None:
+        """The number of channels the statistics are for (None: one number for every channel)."""
+        per_channel = [len(t) for t in (self.mean, self.std) if t.ndim]
+        return per_channel[0] if per_channel else None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        c = self.channels
+        if c is not None and (x.ndim < 3 or x.shape[-3] != c):
+            raise ValueError(f"Normalize has statistics for {c} channels; expected x [N, {c}, H, W], "
+                             f"got {tuple(x.shape)}")
+        return (x - self.mean) / self.std
+
+    def extra_repr(self) -> str:
+        def fmt(t: torch.Tensor) -> str:
+            if t.ndim == 0:
+                return f"{t.item():.4g}"
+            return "(" + ", ".join(f"{v:.4g}" for v in t.flatten().tolist()) + ")"
+        return f"mean={fmt(self.mean)}, std={fmt(self.std)}"

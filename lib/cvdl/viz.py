@@ -1,6 +1,8 @@
 """Looking inside a CNN (notebook 04): features, neighbours, heat-maps, gradients, preferred inputs.
 
-- :func:`layer_output` — any layer's output for a batch of images, taken with a forward hook;
+- :func:`recording`, :func:`layer_output` — layers' outputs taken with forward hooks (the hooks
+  themselves, and any layer's output for a batch of images);
+- :func:`eval_mode` — a model in eval mode for the length of a ``with`` block, its modes restored;
 - :func:`nearest_neighbours`, :func:`label_agreement` — L2 neighbours in pixel or feature space;
 - :func:`occlusion_map` — Zeiler & Fergus (2014): slide a patch over the image, record how much
   the class score drops at each position;
@@ -17,30 +19,24 @@
 
 Images are float tensors ``[N, C, H, W]``; models map them to class scores ``[N, K]`` (logits).
 
->>> feats = layer_output(model, model[1][8], x)            # [N, 128] penultimate features
+>>> feats = layer_output(model, model[9], x, flatten=True)  # [N, D]: layer 9's output per image
 >>> grads = saliency(model, x[:8], target=y[:8])           # [8, C, H, W]
 >>> heat = occlusion_map(model, x[:1], y[:1], patch=8, stride=2)   # [1, nH, nW]
 """
 from __future__ import annotations
 
 from contextlib import contextmanager
-from typing import Iterator, NamedTuple, Sequence
+from typing import Callable, Hashable, Iterator, Mapping, NamedTuple, Sequence
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from . import _checks
+
 # ----------------------------------------------------------------------------------------------
 # Checks shared by the functions below
 # ----------------------------------------------------------------------------------------------
-
-
-def _check_images(x, name: str = "x") -> None:
-    if not isinstance(x, torch.Tensor) or x.ndim != 4:
-        raise ValueError(f"{name} must be a tensor [N, C, H, W], got "
-                         f"{tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__}")
-    if not x.dtype.is_floating_point:
-        raise ValueError(f"{name} must be floating point (e.g. ImageSet.float()), got dtype {x.dtype}")
 
 
 def _targets(target, n: int, device) -> torch.Tensor:
@@ -62,9 +58,18 @@ def _check_scores(scores: torch.Tensor, target: torch.Tensor) -> None:
                          f"{target.min().item()}..{target.max().item()}")
 
 
-def _device(model: nn.Module) -> torch.device:
-    p = next(model.parameters(), None)
-    return p.device if p is not None else torch.device("cpu")
+@contextmanager
+def eval_mode(model: nn.Module) -> Iterator[nn.Module]:
+    """``model`` in eval mode within the ``with`` block; every sub-module's own mode is restored
+    on exit. Eval mode makes BatchNorm use (and not update) its running statistics and turns
+    Dropout off, so a model that is only *looked at* or *attacked* is left as it was."""
+    modes = [(m, m.training) for m in model.modules()]
+    model.eval()
+    try:
+        yield model
+    finally:
+        for m, training in modes:
+            m.training = training
 
 
 # ----------------------------------------------------------------------------------------------
@@ -72,21 +77,62 @@ def _device(model: nn.Module) -> torch.device:
 # ----------------------------------------------------------------------------------------------
 
 
+class StopForward(Exception):
+    """Raised by :func:`recording`'s hooks (``stop=True``) once every layer has produced its
+    output: the rest of the forward pass is skipped; the ``with`` block swallows it."""
+
+
+@contextmanager
+def recording(layers: Mapping[Hashable, nn.Module], *, stop: bool = False,
+              keep: Callable[[torch.Tensor], torch.Tensor] | None = None) -> Iterator[dict[Hashable, list]]:
+    """Forward hooks on ``layers`` (``{key: module}``) for the length of a ``with`` block.
+
+    Yields ``{key: []}``; every time a module runs, ``keep(output)`` (the output itself by
+    default) is appended to its list. With ``stop``, the forward pass that completes the set (every
+    key has an output) is cut short by :class:`StopForward`, which the ``with`` statement
+    swallows: asking for a shallow layer of a deep network costs only the shallow part. The
+    hooks are removed on exit, also after an error.
+
+    >>> with recording({"fc1": model[8]}) as out:
+    ...     model(x)
+    >>> out["fc1"][0]                                   # Tensor[N, 128]
+    """
+    record: dict[Hashable, list] = {key: [] for key in layers}
+
+    def hook_for(key):
+        def hook(_module, _inputs, output):
+            record[key].append(output if keep is None else keep(output))
+            if stop and all(record.values()):
+                raise StopForward
+        return hook
+
+    handles = [module.register_forward_hook(hook_for(key)) for key, module in layers.items()]
+    try:
+        yield record
+    except StopForward:
+        pass
+    finally:
+        for h in handles:
+            h.remove()
+
+
 def layer_output(model: nn.Module, layer: nn.Module | str, x: torch.Tensor, batch_size: int = 512,
                  flatten: bool = False) -> torch.Tensor:
     """The output of ``layer`` (a sub-module of ``model``, or its dotted name) for images ``x``.
 
-    A forward hook stores what ``layer`` returns while ``model`` runs in eval mode without
-    gradients, in batches of ``batch_size``; the hook is removed afterwards.
+    A forward hook (:func:`recording`) stores what ``layer`` returns while ``model`` runs in eval
+    mode without gradients, in batches of ``batch_size``; the hook is removed and the model's
+    mode restored afterwards. ``x`` is moved to the model's device and dtype batch by batch.
 
     Args:
         x (Tensor[N, C, H, W]): input images.
         flatten: return ``[N, D]`` (each output flattened) instead of the layer's own shape.
 
     Returns:
-        Tensor[N, ...] on the CPU: the layer's output for every image (``[N, D]`` if ``flatten``).
+        Tensor[N, ...] on the CPU, in the model's dtype (float64 for a float64 model): the
+        layer's output for every image (``[N, D]`` if ``flatten``).
     """
-    _check_images(x)
+    _checks.images(x)
     if isinstance(layer, str):
         try:
             layer = model.get_submodule(layer)
@@ -95,23 +141,16 @@ def layer_output(model: nn.Module, layer: nn.Module | str, x: torch.Tensor, batc
             raise ValueError(f"model has no sub-module {layer!r}; e.g. {names}") from None
     if not any(m is layer for m in model.modules()):
         raise ValueError(f"layer {type(layer).__name__} is not a sub-module of the model")
-    if not isinstance(batch_size, int) or batch_size <= 0:
-        raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
-    caught: list[torch.Tensor] = []
-    handle = layer.register_forward_hook(lambda mod, inp, out: caught.append(out.detach().float().cpu()))
-    device, was_training = _device(model), model.training
-    model.eval()
-    try:
-        with torch.no_grad():
-            for i in range(0, len(x), batch_size):
-                model(x[i:i + batch_size].to(device))
-    finally:
-        handle.remove()
-        model.train(was_training)
+    _checks.positive_int(batch_size=batch_size)
+    device, dtype = _checks.model_device(model), _checks.model_dtype(model)
+    with eval_mode(model), torch.no_grad(), recording({0: layer}, keep=lambda out: out.detach().cpu()) as rec:
+        for i in range(0, len(x), batch_size):
+            model(x[i:i + batch_size].to(device=device, dtype=dtype))
+    caught = rec[0]
     if len(caught) != (len(x) + batch_size - 1) // batch_size:
         raise ValueError(f"layer {type(layer).__name__} ran {len(caught)} times for "
                          f"{(len(x) + batch_size - 1) // batch_size} batches; hook a layer used exactly once")
-    out = torch.cat(caught) if caught else torch.empty(0)
+    out = torch.cat(caught) if caught else torch.empty(0, dtype=dtype)
     return out.flatten(1) if flatten else out
 
 
@@ -174,8 +213,7 @@ def occlusion_positions(size: int, patch: int, stride: int) -> int:
     """Number of patch positions along one axis of ``size`` pixels: ``(size − patch) // stride + 1``."""
     if not isinstance(patch, int) or not 1 <= patch <= size:
         raise ValueError(f"patch must be an integer in 1..{size} (the image side), got {patch!r}")
-    if not isinstance(stride, int) or stride < 1:
-        raise ValueError(f"stride must be a positive integer, got {stride!r}")
+    _checks.positive_int(stride=stride)
     return (size - patch) // stride + 1
 
 
@@ -194,38 +232,43 @@ def occlusion_map(model: nn.Module, x: torch.Tensor, target: int | torch.Tensor,
         target: the class whose score is watched: an int, or int64 ``Tensor[N]``.
         score: ``"prob"`` (softmax probability, as in Zeiler & Fergus) or ``"logit"``.
 
+    The model runs in eval mode (its mode is restored afterwards); ``x`` is moved to its device
+    and dtype.
+
     Returns:
-        Tensor[N, nH, nW] on the CPU: ``score(x) − score(x occluded at (i, j))`` — large where
-        hiding the square hurts the class most.
+        Tensor[N, nH, nW] on the CPU, in the model's dtype: ``score(x) − score(x occluded at
+        (i, j))`` — large where hiding the square hurts the class most.
     """
-    _check_images(x)
+    _checks.images(x)
     if score not in ("prob", "logit"):
         raise ValueError(f"score must be 'prob' or 'logit', got {score!r}")
+    _checks.positive_int(batch_size=batch_size)
     n, c, h, w = x.shape
     nh, nw = occlusion_positions(h, patch, stride), occlusion_positions(w, patch, stride)
-    device = _device(model)
-    model.eval()
+    device, dtype = _checks.model_device(model), _checks.model_dtype(model)
     t = _targets(target, n, device)
 
     def class_score(batch: torch.Tensor, cls: torch.Tensor) -> torch.Tensor:
         out = model(batch)
         _check_scores(out, cls)
         out = out.softmax(1) if score == "prob" else out
-        return out.gather(1, cls[:, None])[:, 0].float()
+        return out.gather(1, cls[:, None])[:, 0]
 
     # one mask per position: [P, 1, H, W], 1 inside the occluded square
-    masks = torch.zeros(nh * nw, 1, h, w, device=device)
+    masks = torch.zeros(nh * nw, 1, h, w, device=device, dtype=dtype)
     for p in range(nh * nw):
         i, j = divmod(p, nw)
         masks[p, :, i * stride:i * stride + patch, j * stride:j * stride + patch] = 1
-    base = class_score(x.to(device), t)  # [N]
-    drops = torch.empty(n, nh * nw)
-    for k in range(n):
-        img = x[k:k + 1].to(device)  # [1, C, H, W]
-        for s in range(0, nh * nw, batch_size):
-            m = masks[s:s + batch_size]  # [B, 1, H, W]
-            occluded = img * (1 - m) + value * m  # [B, C, H, W]
-            drops[k, s:s + len(m)] = (base[k] - class_score(occluded, t[k].expand(len(m)))).cpu()
+    x = x.to(device=device, dtype=dtype)
+    drops = torch.empty(n, nh * nw, dtype=dtype)
+    with eval_mode(model):
+        base = class_score(x, t)  # [N]
+        for k in range(n):
+            img = x[k:k + 1]  # [1, C, H, W]
+            for s in range(0, nh * nw, batch_size):
+                m = masks[s:s + batch_size]  # [P', 1, H, W]
+                occluded = img * (1 - m) + value * m  # [P', C, H, W]
+                drops[k, s:s + len(m)] = (base[k] - class_score(occluded, t[k].expand(len(m)))).cpu()
     return drops.view(n, nh, nw)
 
 
@@ -239,7 +282,8 @@ def saliency(model: nn.Module, x: torch.Tensor, target: int | torch.Tensor) -> t
 
     Simonyan et al. (2014): ``w = ∂S_c/∂I`` at the image ``I``; to first order
     ``S_c(I') ≈ S_c(I) + wᵀ(I' − I)``, so large ``|w|`` marks the pixels the score is most
-    sensitive to. The model is put in eval mode; its parameters' gradients are left untouched.
+    sensitive to. The model runs in eval mode (its mode is restored afterwards); its parameters'
+    gradients are left untouched.
 
     Args:
         x (Tensor[N, C, H, W]): images; target: an int or int64 ``Tensor[N]``.
@@ -247,10 +291,9 @@ def saliency(model: nn.Module, x: torch.Tensor, target: int | torch.Tensor) -> t
     Returns:
         Tensor[N, C, H, W]: ``∂S_target/∂x`` for every image (on ``x``'s device).
     """
-    _check_images(x)
-    model.eval()
-    inp = x.detach().to(_device(model)).requires_grad_(True)
-    with torch.enable_grad():  # works inside a torch.no_grad() block too
+    _checks.images(x)
+    inp = x.detach().to(_checks.model_device(model)).requires_grad_(True)
+    with eval_mode(model), torch.enable_grad():  # works inside a torch.no_grad() block too
         scores = model(inp)
         t = _targets(target, len(x), inp.device)
         _check_scores(scores, t)
@@ -264,7 +307,7 @@ def saliency_map(grad: torch.Tensor) -> torch.Tensor:
 
     ``grad`` (Tensor[N, C, H, W]) from :func:`saliency` or :func:`guided_backprop` → Tensor[N, H, W].
     """
-    _check_images(grad, "grad")
+    _checks.images(grad, "grad")
     return grad.abs().amax(dim=1)
 
 
@@ -362,6 +405,7 @@ def class_model(model: nn.Module, targets: Sequence[int] | torch.Tensor, shape: 
     Each step is ``I ← I + lr · ∇_I (S_c(I) − λ‖I‖²)`` (plain gradient ascent; every target class
     has its own image, optimised together in one batch). ``S_c`` is the class score before the
     softmax: maximising the probability instead could be done by lowering the other classes.
+    The model runs in eval mode (its mode is restored afterwards).
 
     Args:
         targets: class indices ``c`` (length T).
@@ -376,13 +420,10 @@ def class_model(model: nn.Module, targets: Sequence[int] | torch.Tensor, shape: 
         raise ValueError("targets must name at least one class")
     if len(shape) != 3 or any(int(s) <= 0 for s in shape):
         raise ValueError(f"shape must be (C, H, W) with positive sizes, got {tuple(shape)}")
-    if not isinstance(steps, int) or steps < 0:
-        raise ValueError(f"steps must be a non-negative integer, got {steps!r}")
-    if not lr > 0 or not l2 >= 0:
-        raise ValueError(f"lr must be positive and l2 non-negative, got lr={lr!r}, l2={l2!r}")
-    device = _device(model)
-    dtype = next(model.parameters()).dtype if any(True for _ in model.parameters()) else torch.float32
-    model.eval()
+    _checks.non_negative_int(steps=steps)
+    _checks.positive(lr=lr)
+    _checks.non_negative(l2=l2)
+    device, dtype = _checks.model_device(model), _checks.model_dtype(model)
     img = (torch.zeros(len(t), *shape, device=device, dtype=dtype) if init is None
            else init.detach().clone().to(device=device, dtype=dtype))
     if img.shape != (len(t), *shape):
@@ -391,7 +432,7 @@ def class_model(model: nn.Module, targets: Sequence[int] | torch.Tensor, shape: 
     objective, scores = [], []
     for step in range(steps + 1):
         img.requires_grad_(True)
-        with torch.enable_grad():
+        with eval_mode(model), torch.enable_grad():
             out = model(img)
             _check_scores(out, t)
             s = out.gather(1, t[:, None])[:, 0]  # [T]
@@ -453,12 +494,11 @@ def crop_receptive_fields(images: torch.Tensor, n: torch.Tensor, i: torch.Tensor
     Returns:
         Tensor[K, C, size, size]: the crops.
     """
-    _check_images(images, "images")
+    _checks.images(images, "images")
     if not (n.shape == i.shape == j.shape) or n.ndim != 1:
         raise ValueError(f"n, i and j must be tensors [K] of one length, got {tuple(n.shape)}, "
                          f"{tuple(i.shape)}, {tuple(j.shape)}")
-    if not isinstance(size, int) or size < 1 or not isinstance(jump, int) or jump < 1:
-        raise ValueError(f"size and jump must be positive integers, got size={size!r}, jump={jump!r}")
+    _checks.positive_int(size=size, jump=jump)
     offset = start - (size - 1) / 2
     if offset != int(offset):
         raise ValueError(f"the window start {offset} is not a whole pixel; check size/start")
@@ -505,18 +545,19 @@ def max_activating_patches(activations: torch.Tensor, images: torch.Tensor, unit
 def auc(scores: torch.Tensor, positive: torch.Tensor) -> torch.Tensor:
     """Area under the ROC curve for each column of ``scores`` (many units at once).
 
-    AUC = P(score of a random positive > score of a random negative) + ½ P(tie): the
-    Mann–Whitney statistic ``(R₊ − n₊(n₊ + 1)/2) / (n₊ n₋)`` with ``R₊`` the sum of the
-    positives' ranks (ties get their average rank). 1: the unit fires more for every positive
-    than for any negative; 0.5: no better than chance.
+    AUC = P(score of a random positive > score of a random negative) + ½ P(tie) (the
+    Mann–Whitney statistic): 1 — the unit fires more for every positive than for any negative;
+    0.5 — no better than chance. Computed by ``sklearn.metrics.roc_auc_score``, one column at a time.
 
     Args:
         scores (Tensor[N] or Tensor[N, U]): e.g. each unit's activation (max over positions).
         positive (Tensor[N], bool): which images belong to the class.
 
     Returns:
-        Tensor[U] (or a 0-d tensor for 1-d ``scores``), float64.
+        Tensor[U] (or a 0-d tensor for 1-d ``scores``), float64, on the CPU.
     """
+    from sklearn.metrics import roc_auc_score  # imported here: scikit-learn takes a second to import
+
     if not isinstance(scores, torch.Tensor) or scores.ndim not in (1, 2):
         raise ValueError(f"scores must be a tensor [N] or [N, U], got "
                          f"{getattr(scores, 'shape', type(scores).__name__)}")
@@ -528,17 +569,8 @@ def auc(scores: torch.Tensor, positive: torch.Tensor) -> torch.Tensor:
     n_pos, n_neg = int(positive.sum()), int((~positive).sum())
     if n_pos == 0 or n_neg == 0:
         raise ValueError(f"AUC needs positives and negatives, got {n_pos} positives and {n_neg} negatives")
-    s = scores.double()
-    s2 = s[:, None] if s.ndim == 1 else s  # [N, U]
-    order = s2.argsort(0)
-    sorted_s = s2.gather(0, order)  # [N, U] ascending
-    ranks = torch.empty_like(s2)
-    for u in range(s2.shape[1]):
-        # average rank (1-based) of each distinct value: ties share the mean of their positions
-        _, inverse, counts = torch.unique_consecutive(sorted_s[:, u], return_inverse=True, return_counts=True)
-        ends = counts.cumsum(0).double()  # last 1-based position of each distinct value
-        mean_rank = ends - (counts.double() - 1) / 2
-        ranks[order[:, u], u] = mean_rank[inverse]
-    r_pos = ranks[positive].sum(0)  # [U]
-    out = (r_pos - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg)
+    s = scores.detach().double().cpu()
+    s2 = (s[:, None] if s.ndim == 1 else s).numpy()  # [N, U]
+    y = positive.cpu().numpy()
+    out = torch.tensor([roc_auc_score(y, s2[:, u]) for u in range(s2.shape[1])], dtype=torch.float64)
     return out[0] if s.ndim == 1 else out

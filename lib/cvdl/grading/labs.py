@@ -24,6 +24,8 @@ import os
 import re
 from pathlib import Path
 
+from .._io import atomic_write_text
+
 CODE_STUB = "# YOUR CODE HERE\nraise NotImplementedError()"
 TEXT_STUB = "YOUR ANSWER HERE"
 BEGIN_SOLUTION, END_SOLUTION = "BEGIN SOLUTION", "END SOLUTION"
@@ -31,8 +33,8 @@ BEGIN_HIDDEN, END_HIDDEN = "BEGIN HIDDEN TESTS", "END HIDDEN TESTS"
 
 
 def repo_root() -> Path:
-    """The course checkout this library lives in (``lib/cvdl`` → two levels up)."""
-    return Path(__file__).resolve().parents[2]
+    """The course checkout this library lives in (``lib/cvdl/grading`` → three levels up)."""
+    return Path(__file__).resolve().parents[3]
 
 
 def read_notebook(path: str | os.PathLike) -> dict:
@@ -46,10 +48,7 @@ def dumps_notebook(nb: dict) -> str:
 
 def write_notebook(nb: dict, path: str | os.PathLike) -> None:
     """Write atomically (temporary file, then rename)."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(dumps_notebook(nb), encoding="utf-8")
-    os.replace(tmp, path)
+    atomic_write_text(path, dumps_notebook(nb))
 
 
 def source(cell: dict) -> str:
@@ -175,7 +174,7 @@ def validate_solution(nb: dict, name: str = "notebook") -> None:
 
 
 # no answer may call the references it is checked against
-ALWAYS_FORBIDDEN = ["cvdl.labcheck", "refs"]
+ALWAYS_FORBIDDEN = ["cvdl.grading", "refs"]
 
 
 def forbidden(nb: dict) -> dict[str, list[str]]:

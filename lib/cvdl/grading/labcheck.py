@@ -2,7 +2,7 @@
 
 A lab's test cell declares what it checks instead of hand-writing asserts::
 
-    from cvdl.labcheck import check, Case, rand
+    from cvdl.grading.labcheck import check, Case, rand
     check(conv2d, [Case(rand(1, 1, 5, 5, seed=0), rand(1, 1, 3, 3, seed=1))],
           ref=refs.conv2d, atol=1e-5)
     ### BEGIN HIDDEN TESTS
@@ -37,6 +37,8 @@ from dataclasses import dataclass
 from typing import Any, Callable
 
 import numpy as np
+
+from .._io import atomic_write_text
 
 __all__ = ["check", "Case", "rand", "randint", "Fixture", "Probe", "compare", "refs"]
 
@@ -85,6 +87,14 @@ def randint(*shape: int, low: int, high: int, seed: int, torch: bool = False) ->
     return Rand(tuple(int(s) for s in shape), int(seed), "int64", low, high, torch)
 
 
+def _set_named(obj, kind: str, registry: dict, name: str, params: dict) -> None:
+    """Fill a frozen ``(name, params)`` declaration, checking ``name`` against its registry."""
+    if name not in registry:
+        raise ValueError(f"unknown {kind} {name!r}; known: {sorted(registry)}")
+    object.__setattr__(obj, "name", name)
+    object.__setattr__(obj, "params", tuple(sorted(params.items())))
+
+
 @dataclass(frozen=True)
 class Fixture:
     """An object built by a registered factory (e.g. a small seeded model): ``Fixture("mlp", ...)``."""
@@ -93,10 +103,7 @@ class Fixture:
     params: tuple = ()
 
     def __init__(self, name: str, **params):
-        if name not in FIXTURES:
-            raise ValueError(f"unknown fixture {name!r}; known: {sorted(FIXTURES)}")
-        object.__setattr__(self, "name", name)
-        object.__setattr__(self, "params", tuple(sorted(params.items())))
+        _set_named(self, "fixture", FIXTURES, name, params)
 
     def make(self):
         return FIXTURES[self.name](**dict(self.params))
@@ -192,10 +199,7 @@ class Probe:
     params: tuple = ()
 
     def __init__(self, name: str, **params):
-        if name not in PROBES:
-            raise ValueError(f"unknown probe {name!r}; known: {sorted(PROBES)}")
-        object.__setattr__(self, "name", name)
-        object.__setattr__(self, "params", tuple(sorted(params.items())))
+        _set_named(self, "probe", PROBES, name, params)
 
     def __call__(self, result, args, kwargs):
         return PROBES[self.name](result, args, kwargs, **dict(self.params))
@@ -557,10 +561,7 @@ def run_part(checks: list[dict], namespace: dict, in_folder: str, out_folder: st
             except Exception as exc:  # noqa: BLE001 - e.g. an unsavable array
                 tree = ["error", _type_names(exc), str(exc)[:500]]
             results.append(tree)
-    tmp = os.path.join(out_folder, f".{part}.json.tmp")
-    with open(tmp, "w") as f:
-        json.dump(results, f)
-    os.replace(tmp, os.path.join(out_folder, f"{part}.json"))
+    atomic_write_text(os.path.join(out_folder, f"{part}.json"), json.dumps(results))
 
 
 # ----------------------------------------------------------------------------------------------

@@ -1,8 +1,8 @@
-"""Execute a prepared lab notebook, cell by cell, for the grader: ``python .../cvdl/labrun.py JOB_DIR``.
+"""Execute a prepared lab notebook, cell by cell, for the grader: ``python .../cvdl/grading/labrun.py JOB_DIR``.
 
 This is the only code that runs next to a student's code (inside the sandbox). It trusts nothing
 it produces: it only *executes* cells and writes raw facts to ``JOB_DIR/out`` — which cell
-started, which raised what, and (via :func:`cvdl.labcheck.run_part`) what the student's functions
+started, which raised what, and (via :func:`cvdl.grading.labcheck.run_part`) what the student's functions
 returned on the grading inputs. Verdicts are computed by the grader, outside.
 
 ``JOB_DIR/job.json`` holds ``mode`` (``harness``: a student's cells, tests replaced by
@@ -82,8 +82,8 @@ def _strip_hidden(source: str, blocks: list[list[int]]) -> tuple[str, list[str]]
 
 
 def main(argv: list[str]) -> int:
-    if __name__ == "__main__" and sys.path and os.path.basename(sys.path[0]) == "cvdl":
-        del sys.path[0]  # run as a script: cvdl's own folder must not shadow top-level modules
+    if __name__ == "__main__" and sys.path and os.path.basename(sys.path[0]) == "grading":
+        del sys.path[0]  # run as a script: cvdl/grading must not shadow top-level modules
     job_dir = os.path.abspath(argv[1])
     with open(os.path.join(job_dir, "job.json")) as f:
         job = json.load(f)
@@ -138,14 +138,14 @@ def main(argv: list[str]) -> int:
         if cell["kind"] == "test" and mode == "harness":
             try:
                 if labcheck is None:
-                    from cvdl import labcheck
+                    from cvdl.grading import labcheck
                 labcheck.run_part(job["checks"].get(cell["part"], []), ns, os.path.join(job_dir, "inputs"),
                          os.path.join(out, "results"), cell["part"])
             except BaseException as exc:  # noqa: BLE001 - report, go on with the next cell
                 err = (type(exc).__name__, str(exc)[:500], traceback.format_exc()[-4000:])
         elif cell["kind"] == "test":
             if labcheck is None:
-                from cvdl import labcheck
+                from cvdl.grading import labcheck
             visible, hidden = _strip_hidden(cell["source"], cell.get("hidden_blocks", []))
             for src, is_hidden in [(visible, False)] + [(h, True) for h in hidden]:
                 labcheck._CONTEXT = dict(record, mode="record", part=cell["part"], hidden=is_hidden)

@@ -4,17 +4,17 @@ How a submission is graded (see ``docs/grading.md`` for the threat model):
 
 1. **Key** (once per lab, cached): the instructor's solution notebook runs with its test cells in
    *record* mode; every ``check(...)`` stores its inputs and the reference outputs
-   (:mod:`cvdl.labcheck`). The solution must pass its own checks, or grading stops.
+   (:mod:`cvdl.grading.labcheck`). The solution must pass its own checks, or grading stops.
 2. **Splice**: only the *contents of the solution cells* (matched by nbgrader ``grade_id``) are
    taken from the submission and put into a fresh copy of the instructor's notebook. Edited or
    deleted test cells, changed points, other kernels and stored outputs are ignored.
-3. **Run** (:mod:`cvdl.labrun`) in a sandbox: bubblewrap when the machine has it (no network,
+3. **Run** (:mod:`cvdl.grading.labrun`) in a sandbox: bubblewrap when the machine has it (no network,
    read-only system and Python, nothing of the instructor's files but the library, a private
    writable folder, its own PID namespace), with memory/file-size limits and a wall-clock
    timeout that kills the whole sandbox. Test cells are replaced by a harness that calls the
    student's functions on the key's inputs and writes the raw outputs as ``.npy`` / JSON.
 4. **Verdict**, outside the sandbox: the outputs are read back (no pickle, no symlinks, sizes
-   capped) and compared with the key by :func:`cvdl.labcheck.compare`. Nothing the submission
+   capped) and compared with the key by :func:`cvdl.grading.labcheck.compare`. Nothing the submission
    does inside its process can change this step.
 
 Every submission gets a row with a status — ``ok``, ``crashed``, ``timed out``,
@@ -42,12 +42,14 @@ from pathlib import Path
 
 import numpy as np
 
+from .._io import atomic_write_text
 from . import labcheck, labs
 
 STATUSES = ("ok", "crashed", "timed out", "invalid notebook", "missing")
 MAX_NOTEBOOK_MB = 50
 MAX_RESULT_MB = 64
-_LIB_ROOT = Path(__file__).resolve().parent.parent  # the folder holding the cvdl package
+_LIB_ROOT = Path(__file__).resolve().parents[2]  # the folder holding the cvdl package
+_GRADING = Path(__file__).resolve().parent      # cvdl/grading
 
 
 @dataclass
@@ -159,9 +161,9 @@ def _run(job_dir: Path, inputs: Path | None, sandbox: str, timeout: float) -> tu
     """Run the runner on ``job_dir``; returns (exit status, timed out, seconds)."""
     for d in ("work", "home", "out/results", "inputs"):
         (job_dir / d).mkdir(parents=True, exist_ok=True)
-    # run labrun.py as a script, not ``-m cvdl.labrun``: importing the package would import torch
+    # run labrun.py as a script, not ``-m cvdl.grading.labrun``: importing the package would import torch
     # before the first cell and bill the notebook's imports to the grader
-    py = [sys.executable, str(_LIB_ROOT / "cvdl" / "labrun.py")]
+    py = [sys.executable, str(_GRADING / "labrun.py")]
     if sandbox == "bwrap":
         cmd, env, cwd = _bwrap_prefix(job_dir, inputs) + py + ["/job"], None, None
     else:
@@ -264,11 +266,17 @@ def _files_in(tree) -> list[str]:
     return []
 
 
+def _machinery_digest() -> str:
+    """A digest of every module the grading key depends on: all of ``cvdl/grading`` and the
+    library modules they import (``cvdl/_io.py``). Any change to them builds a new key."""
+    files = sorted(_GRADING.glob("*.py")) + [_GRADING.parent / "_io.py"]
+    return _sha(*(f.name.encode() + b"\0" + f.read_bytes() for f in files))
+
+
 def build_key(solution_path: Path, state: Path, timeout: float = 600.0) -> Key:
     """Run the solution in record mode (cached in ``state`` by content hash)."""
     raw = solution_path.read_bytes()
-    own = b"".join(Path(m.__file__).read_bytes() for m in (labcheck, labs))
-    sha = _sha(raw, own, (_LIB_ROOT / "cvdl" / "labrun.py").read_bytes())[:16]
+    sha = _sha(raw, _machinery_digest().encode())[:16]
     solution = json.loads(raw)
     labs.validate_solution(solution, solution_path.name)
     folder = state / f"key-{sha}"
@@ -545,14 +553,6 @@ def find_submissions(folder: Path, lab_name: str, roster: list[str] | None = Non
     return sorted(found.items())
 
 
-def _atomic_write(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    with os.fdopen(fd, "w", encoding="utf-8", newline="") as f:
-        f.write(text)
-    os.replace(tmp, path)
-
-
 def write_gradebook(path: Path, results: list[Result], parts: list) -> None:
     buf = io.StringIO()
     w = csv.writer(buf)
@@ -560,7 +560,7 @@ def write_gradebook(path: Path, results: list[Result], parts: list) -> None:
     for r in sorted(results, key=lambda r: r.student):
         w.writerow([r.student, r.status] + [f"{r.points.get(gid, 0):g}" for gid, _ in parts] +
                    [f"{r.total:g}", f"{r.max_total:g}", r.reason])
-    _atomic_write(path, buf.getvalue())
+    atomic_write_text(path, buf.getvalue())
 
 
 def _safe_name(student: str) -> str:
@@ -616,8 +616,8 @@ def grade(lab: str, submissions: str | os.PathLike, out: str | os.PathLike, opts
         with lock:
             results[r.student] = r
             name = _safe_name(r.student)
-            _atomic_write(feedback / f"{name}.txt", r.feedback + "\n")
-            _atomic_write(state / "records" / f"{name}.json", json.dumps(asdict(r)))
+            atomic_write_text(feedback / f"{name}.txt", r.feedback + "\n")
+            atomic_write_text(state / "records" / f"{name}.json", json.dumps(asdict(r)))
             write_gradebook(out, list(results.values()), key.parts)
 
     def one(student, path) -> Result:
