@@ -396,3 +396,30 @@ def test_gradient_fooling_raises_every_class():
         gradient_fooling(model, (1, 8, 8), 5, 10, init="ones")
     with pytest.raises(ValueError, match="num_classes"):
         gradient_fooling(model, (1, 8, 8), 3, 10)
+
+
+def test_gradient_fooling_chosen_classes():
+    model = small_cnn(seed=3)
+    every = gradient_fooling(model, (1, 8, 8), 5, 20, lr=0.05, init="grey")
+    some = gradient_fooling(model, (1, 8, 8), 5, 20, lr=0.05, init="grey", classes=[3, 1])
+    assert some.images.shape == (2, 1, 8, 8) and some.confidence.shape == (2,) and some.history.shape == (21, 2)
+    # from a grey start the images are independent: the chosen rows equal the rows for all classes
+    assert torch.allclose(some.images, every.images[[3, 1]], atol=1e-6)
+    assert torch.allclose(some.confidence, every.confidence[[3, 1]], atol=1e-6)
+    with torch.no_grad():
+        p = torch.softmax(model(some.images), dim=1)
+    assert torch.allclose(p[[0, 1], [3, 1]], some.confidence, atol=1e-6)
+    same = gradient_fooling(model, (1, 8, 8), 5, 20, lr=0.05, init="grey", classes=torch.tensor([3, 1]))
+    assert torch.equal(same.images, some.images)
+    with pytest.raises(ValueError, match="classes"):
+        gradient_fooling(model, (1, 8, 8), 5, 5, classes=[5])
+    with pytest.raises(ValueError, match="classes"):
+        gradient_fooling(model, (1, 8, 8), 5, 5, classes=[])
+    with pytest.raises(TypeError, match="classes"):
+        gradient_fooling(model, (1, 8, 8), 5, 5, classes=[1.5])
+    with pytest.raises(TypeError, match="classes"):
+        gradient_fooling(model, (1, 8, 8), 5, 5, classes="3")
+    with pytest.raises(TypeError, match="classes"):
+        gradient_fooling(model, (1, 8, 8), 5, 5, classes=torch.tensor([0.0, 1.0]))
+    with pytest.raises(ValueError, match="classes"):
+        gradient_fooling(model, (1, 8, 8), 5, 5, classes=torch.tensor([[0, 1]]))

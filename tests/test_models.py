@@ -238,7 +238,7 @@ def test_residual_block_matches_manual_computation():
 
 
 def test_residual_block_and_resnet_bad_input():
-    with pytest.raises(ValueError, match=r"\[B, 8, H, W\]"):
+    with pytest.raises(ValueError, match=r"\[N, 8, H, W\]"):
         ResidualBlock(8)(torch.randn(2, 4, 5, 5))
     with pytest.raises(ValueError):
         ResidualBlock(0, 4)

@@ -69,3 +69,28 @@ def test_notebook_runs_in_smoke_mode(path, tmp_path, notebook_times):
         assert a.max() > a.min(), f"{path.name}: figure array {npy.name} is constant (a blank image)"
     budget = smoke_budget_s(path)
     assert run.seconds <= budget, f"{path.name} took {run.seconds:.1f} s in smoke mode; the budget is {budget:.0f} s"
+
+
+# The notebooks that use the real ImageNet networks when their weights are present must also run
+# without them: the weights are made unavailable (CVDL_UNAVAILABLE), the fallback message is
+# printed once, and the notebook carries on with the course-trained networks.
+IMAGENET_NOTEBOOKS = [p for p in NOTEBOOKS if p.name[:2] in ("03", "04", "05", "06")]
+
+
+@pytest.mark.notebooks
+@pytest.mark.parametrize("path", IMAGENET_NOTEBOOKS, ids=lambda p: p.name)
+def test_notebook_runs_without_the_imagenet_weights(path, tmp_path, notebook_times, monkeypatch):
+    import json
+
+    monkeypatch.setenv("CVDL_UNAVAILABLE", "mobilenet_v2,efficientnet_lite0")
+    out = tmp_path / path.name
+    run = execute(path, out, smoke=True, cell_timeout=CELL_TIMEOUT_S)
+    notebook_times.append((f"{path.parent.name}/{path.name} (no weights)", "smoke", run.seconds, run.status))
+    assert run.status == "ok", f"{path.name} failed without the ImageNet weights: {run.error}"
+    text = "".join("".join(o.get("text", "")) for c in json.loads(out.read_text())["cells"]
+                   for o in c.get("outputs", []))
+    for name in ("mobilenet_v2", "efficientnet_lite0"):
+        assert text.count(f"Pretrained weights '{name}' are not available") <= 1, f"{path.name}: {name} announced twice"
+    if "imagenet_model" in path.read_text():
+        assert "Pretrained weights '" in text and "course" in text, \
+            f"{path.name} uses the ImageNet networks but said nothing about falling back"

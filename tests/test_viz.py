@@ -301,6 +301,38 @@ def test_guided_backprop_on_a_cnn_with_reused_inplace_relu():
     torch.testing.assert_close(guided_out, model(x).detach())  # the forward pass is unchanged
 
 
+def test_guided_relu6_follows_the_definition():
+    g = torch.Generator().manual_seed(0)
+    x = (4 * torch.randn(1000, dtype=torch.float64, generator=g)).requires_grad_(True)   # many above 6
+    upstream = torch.randn(1000, dtype=torch.float64, generator=g)
+    y = viz.GuidedReLU6Function.apply(x)
+    torch.testing.assert_close(y, nn.functional.relu6(x))
+    (gx,) = torch.autograd.grad(y, x, upstream)
+    xd = x.detach()
+    torch.testing.assert_close(gx, upstream * (xd > 0) * (xd < 6) * (upstream > 0))
+    (plain,) = torch.autograd.grad(nn.functional.relu6(x), x, upstream)
+    assert (xd > 6).any() and (plain < 0).any() and not (gx < 0).any()
+    torch.testing.assert_close(gx, plain.clamp_min(0))   # ReLU6's own rule, then only positive gradients
+
+
+def test_guided_relus_swaps_relu6_and_restores_it():
+    from torchvision.models import mobilenet_v2
+
+    torch.manual_seed(0)
+    model = mobilenet_v2(num_classes=4).double().eval()
+    n6 = sum(isinstance(m, nn.ReLU6) for m in model.modules())
+    x = torch.rand(1, 3, 32, 32, dtype=torch.float64)
+    with viz.guided_relus(model) as n:
+        assert n == n6 == 35 and not any(isinstance(m, (nn.ReLU, nn.ReLU6)) for m in model.modules())
+        with torch.no_grad():
+            guided_out = model(x)
+    assert sum(isinstance(m, nn.ReLU6) for m in model.modules()) == n6
+    torch.testing.assert_close(guided_out, model(x).detach())   # the forward pass is unchanged
+    gb, vanilla = viz.guided_backprop(model, x, 1), viz.saliency(model, x, 1)
+    assert gb.shape == x.shape and torch.isfinite(gb).all() and (gb != 0).any()
+    assert not torch.allclose(gb, vanilla, rtol=1e-3, atol=0)   # random weights: tiny gradients, compare relatively
+
+
 def test_guided_relus_needs_relu_modules():
     class F_relu(nn.Module):
         def forward(self, x):

@@ -18,6 +18,7 @@ Lecture topics, one module each:
 - ``cvdl.viz``     — looking inside: saliency, guided backprop, occlusion, class models, top patches
 - ``cvdl.art``     — inversion, DeepDream, Gram matrices, style transfer, random-feature networks
 - ``cvdl.attacks`` — FGSM, the box-constrained attack, fooling images (MAP-Elites, gradient ascent)
+- ``cvdl.seq``     — RNNs and LSTMs step by step, vanishing gradients, language models and sampling
 - ``cvdl.zoo``     — networks to look inside: ImageNet weights when cached, course-trained CNNs otherwise
 
 The instructor's machinery (lab checks, lab generation, sandboxed grading, the ``cvdl`` command)
@@ -32,7 +33,7 @@ from .report import record, record_array
 __version__ = "0.1.0"
 
 _SUBMODULES = ("arith", "arith_figures", "art", "attacks", "augment", "config", "conv", "data", "device",
-               "grading", "models", "plot", "report", "train", "viz", "zoo")
+               "grading", "models", "plot", "report", "seq", "train", "viz", "zoo")
 
 
 def __getattr__(name):  # ``cvdl.plot`` etc. work without importing each submodule first

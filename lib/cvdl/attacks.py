@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import Callable, Sequence
 
 import torch
 import torch.nn as nn
@@ -327,6 +327,8 @@ class FoolingResult:
     ``images``: ``[K, C, H, W]`` in ``[0, 1]`` (row ``k`` is the image for class ``k``);
     ``confidence``: ``[K]``, the model's softmax probability of class ``k`` for image ``k``;
     ``history``: ``[T, K]``, that confidence after each generation / step (the curve to plot).
+    (With :func:`gradient_fooling`'s ``classes``, ``K`` is ``len(classes)`` and row ``j`` belongs
+    to class ``classes[j]``.)
     """
 
     images: torch.Tensor
@@ -372,8 +374,8 @@ def map_elites(model: nn.Module, image_shape: tuple[int, ...], num_classes: int,
         return torch.randn(shape, generator=generator).to(device=device, dtype=dtype)
 
     with eval_mode(model):
-        first = rand(batch_size, *image_shape)                           # [B, C, H, W] uniform noise
-        logp = F.log_softmax(model(first), dim=1)                        # [B, K]
+        first = rand(batch_size, *image_shape)                           # [N, C, H, W] uniform noise
+        logp = F.log_softmax(model(first), dim=1)                        # [N, K]
         if logp.shape[1] != num_classes:
             raise ValueError(f"num_classes is {num_classes} but the model gives {logp.shape[1]} scores")
         fitness, idx = logp.max(0)                                       # [K]: the best of the first batch per class
@@ -386,7 +388,7 @@ def map_elites(model: nn.Module, image_shape: tuple[int, ...], num_classes: int,
             parents = elites[torch.randint(num_classes, (batch_size,), generator=generator).to(device)]
             mask = rand(*parents.shape) < rate
             children = (parents + mask * mutation_strength * randn(*parents.shape)).clamp(0, 1)
-            logp = F.log_softmax(model(children), dim=1)                 # [B, K]
+            logp = F.log_softmax(model(children), dim=1)                 # [N, K]
             best, who = logp.max(0)                                      # the best child for each class
             better = best > fitness                                      # [K]
             elites[better] = children[who[better]]
@@ -398,20 +400,44 @@ def map_elites(model: nn.Module, image_shape: tuple[int, ...], num_classes: int,
 
 
 def gradient_fooling(model: nn.Module, image_shape: tuple[int, ...], num_classes: int, steps: int, *,
-                     lr: float = 0.05, init: str = "zeros", generator: torch.Generator | None = None) -> FoolingResult:
+                     lr: float = 0.05, init: str = "zeros", generator: torch.Generator | None = None,
+                     classes: Sequence[int] | torch.Tensor | None = None) -> FoolingResult:
     """Fooling images by gradient ascent: for every class ``k``, ``max_x log p(k | x)`` subject to
     ``x ∈ [0, 1]^m``, by projected Adam from a blank (``init="zeros"``, ``"grey"``) or a
     uniform-noise (``"noise"``) image. The model runs in eval mode (restored afterwards); only
     the images are differentiated.
 
-    ``image_shape``: ``(C, H, W)``. Returns a :class:`FoolingResult` (``history``: ``[steps + 1, K]``).
+    ``image_shape``: ``(C, H, W)``; ``num_classes``: the number of scores ``K`` the model gives.
+    ``classes``: the target classes, one image each (e.g. a few of ImageNet's 1 000); default all
+    ``K``, in order. Returns a :class:`FoolingResult` whose row ``j`` is the image for
+    ``classes[j]`` (``history``: ``[steps + 1, len(classes)]``).
     """
     if not isinstance(image_shape, (tuple, list)) or not image_shape:
         raise ValueError(f"image_shape must be a shape like (1, 28, 28), got {image_shape!r}")
     _checks.positive_int(num_classes=num_classes, steps=steps, **{f"image_shape[{i}]": s for i, s in enumerate(image_shape)})
     _checks.positive(lr=lr)
     device, dtype = _checks.model_device(model), _checks.model_dtype(model)
-    shape = (num_classes, *image_shape)
+    if classes is None:
+        target = torch.arange(num_classes)
+    else:
+        if isinstance(classes, (str, bytes)) or not isinstance(classes, (Sequence, torch.Tensor)):
+            raise TypeError(f"classes must be a sequence or tensor of class indices, got {type(classes).__name__}")
+        if isinstance(classes, torch.Tensor):
+            if classes.dtype.is_floating_point or classes.dtype == torch.bool:
+                raise TypeError(f"classes must hold integer class indices, got dtype {classes.dtype}")
+            if classes.ndim != 1:
+                raise ValueError(f"classes must be a 1-D tensor [N] of class indices, got shape {tuple(classes.shape)}")
+            target = classes.detach().cpu().long()
+        else:
+            if any(isinstance(c, bool) or not isinstance(c, int) for c in classes):
+                raise TypeError(f"classes must hold integer class indices, got {list(classes)!r}")
+            target = torch.tensor(list(classes), dtype=torch.long)
+        if len(target) == 0:
+            raise ValueError("classes is empty: name at least one target class")
+        _check_classes(target, num_classes, "classes")
+    target = target.to(device)
+    rows = torch.arange(len(target), device=device)
+    shape = (len(target), *image_shape)
     if init == "zeros":
         x0 = torch.zeros(shape)
     elif init == "grey":
@@ -421,15 +447,14 @@ def gradient_fooling(model: nn.Module, image_shape: tuple[int, ...], num_classes
     else:
         raise ValueError(f"init must be 'zeros', 'grey' or 'noise', got {init!r}")
     x = x0.to(device=device, dtype=dtype).requires_grad_(True)
-    target = torch.arange(num_classes, device=device)
     opt = torch.optim.Adam([x], lr=lr)
     history = []
     with eval_mode(model), torch.enable_grad():
         for step in range(steps + 1):
-            logp = F.log_softmax(model(x), dim=1)                        # [K, K]
+            logp = F.log_softmax(model(x), dim=1)                        # [N, K]
             if logp.shape[1] != num_classes:
                 raise ValueError(f"num_classes is {num_classes} but the model gives {logp.shape[1]} scores")
-            own = logp[target, target]                                   # [K]: log p(k | x_k)
+            own = logp[rows, target]                                     # [N]: log p(classes[j] | x_j)
             history.append(own.detach().exp().cpu())
             if step == steps:
                 break

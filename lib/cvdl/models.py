@@ -191,8 +191,8 @@ def make_cnn(pattern: str | int = 2, m: int | None = None, k: int | None = None,
       ``batch_norm`` puts a ``BatchNorm2d`` between each CONV and its RELU;
       ``dropout > 0`` puts a ``Dropout`` before each FC layer.
 
-    Input ``[B, in_channels, H, W]`` (``image_size`` = ``H`` or ``(H, W)``) → scores
-    ``[B, num_classes]``. The softmax is not part of the model: ``F.cross_entropy`` applies it.
+    Input ``[N, in_channels, H, W]`` (``image_size`` = ``H`` or ``(H, W)``) → scores
+    ``[N, num_classes]``. The softmax is not part of the model: ``F.cross_entropy`` applies it.
     """
     if isinstance(pattern, str):
         if m is not None or k is not None:
@@ -234,7 +234,7 @@ def make_cnn(pattern: str | int = 2, m: int | None = None, k: int | None = None,
             layers.append(nn.MaxPool2d(2))
             h, w = h // 2, w // 2
     layers.append(nn.Flatten())
-    features = c * h * w  # [B, C, H, W] → [B, C·H·W]
+    features = c * h * w  # [N, C, H, W] → [N, C·H·W]
     for width in widths:
         if dropout:
             layers.append(nn.Dropout(dropout))
@@ -269,7 +269,7 @@ def layer_string(model: nn.Module) -> str:
 class ResidualBlock(nn.Module):
     """``y = ReLU(F(x) + shortcut(x))`` with ``F = conv3×3 → BN → ReLU → conv3×3 → BN`` (He et al. 2016).
 
-    Input ``[B, in_channels, H, W]`` → output ``[B, out_channels, ⌈H/stride⌉, ⌈W/stride⌉]``.
+    Input ``[N, in_channels, H, W]`` → output ``[N, out_channels, ⌈H/stride⌉, ⌈W/stride⌉]``.
     The shortcut is the identity when the shapes agree (``in_channels == out_channels`` and
     ``stride == 1``), otherwise a 1×1 convolution with that stride followed by BN (the paper's
     "projection shortcut", option B). ``zero_init=True`` zeroes the last BN's scale, so the block
@@ -295,19 +295,19 @@ class ResidualBlock(nn.Module):
             nn.init.zeros_(self.bn2.weight)
 
     def residual(self, x: torch.Tensor) -> torch.Tensor:
-        """The residual branch ``F(x)``: ``[B, C_in, H, W]`` → ``[B, C_out, H', W']``."""
+        """The residual branch ``F(x)``: ``[N, C_in, H, W]`` → ``[N, C_out, H', W']``."""
         return self.bn2(self.conv2(torch.relu(self.bn1(self.conv1(x)))))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if x.ndim != 4 or x.shape[1] != self.conv1.in_channels:
-            raise ValueError(f"expected input [B, {self.conv1.in_channels}, H, W], got {tuple(x.shape)}")
+            raise ValueError(f"expected input [N, {self.conv1.in_channels}, H, W], got {tuple(x.shape)}")
         return torch.relu(self.residual(x) + self.shortcut(x))
 
 
 def small_resnet(channels: Sequence[int] = (16, 32, 64), in_channels: int = 1,
                  num_classes: int = 10) -> nn.Sequential:
     """A stem conv, one :class:`ResidualBlock` per entry of ``channels`` (stride 2 after the
-    first), global average pooling and an FC layer: ``[B, in_channels, H, W]`` → ``[B, num_classes]``."""
+    first), global average pooling and an FC layer: ``[N, in_channels, H, W]`` → ``[N, num_classes]``."""
     if not isinstance(channels, (tuple, list)) or not channels:
         raise ValueError(f"channels must be a non-empty sequence of ints, got {channels!r}")
     _checks.positive_int(in_channels=in_channels, num_classes=num_classes,
@@ -333,24 +333,24 @@ class BaselineCNN(nn.Module):
     LeNet-5's layout with ReLU and max-pooling (LeCun et al. 1998), in two parts so that the
     feature extractor can be reused (fine-tuning) and the classifier replaced:
 
-    - ``features``: ``[B, 1, 28, 28]`` → conv 5×5 (no padding) → ``[B, c1, 24, 24]`` → pool →
-      ``[B, c1, 12, 12]`` → conv 5×5 → ``[B, c2, 8, 8]`` → pool → ``[B, c2, 4, 4]`` → flatten →
-      ``[B, 16·c2]``;
-    - ``classifier``: FC → ``[B, hidden]`` → ReLU → FC → ``[B, num_classes]`` (class scores).
+    - ``features``: ``[N, 1, 28, 28]`` → conv 5×5 (no padding) → ``[N, c1, 24, 24]`` → pool →
+      ``[N, c1, 12, 12]`` → conv 5×5 → ``[N, c2, 8, 8]`` → pool → ``[N, c2, 4, 4]`` → flatten →
+      ``[N, 16·c2]``;
+    - ``classifier``: FC → ``[N, hidden]`` → ReLU → FC → ``[N, num_classes]`` (class scores).
     """
 
     def __init__(self, c1: int = 32, c2: int = 64, hidden: int = 128, num_classes: int = 10):
         _checks.positive_int(c1=c1, c2=c2, hidden=hidden, num_classes=num_classes)
         super().__init__()
         self.features = nn.Sequential(
-            nn.Conv2d(1, c1, 5), nn.ReLU(), nn.MaxPool2d(2),   # [B, c1, 12, 12]
-            nn.Conv2d(c1, c2, 5), nn.ReLU(), nn.MaxPool2d(2),  # [B, c2, 4, 4]
-            nn.Flatten())                                      # [B, 16·c2]
+            nn.Conv2d(1, c1, 5), nn.ReLU(), nn.MaxPool2d(2),   # [N, c1, 12, 12]
+            nn.Conv2d(c1, c2, 5), nn.ReLU(), nn.MaxPool2d(2),  # [N, c2, 4, 4]
+            nn.Flatten())                                      # [N, 16·c2]
         self.classifier = nn.Sequential(nn.Linear(16 * c2, hidden), nn.ReLU(), nn.Linear(hidden, num_classes))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if x.ndim != 4 or tuple(x.shape[1:]) != (1, 28, 28):
-            raise ValueError(f"BaselineCNN expects MNIST-sized input [B, 1, 28, 28], got {tuple(x.shape)}")
+            raise ValueError(f"BaselineCNN expects MNIST-sized input [N, 1, 28, 28], got {tuple(x.shape)}")
         return self.classifier(self.features(x))
 
 

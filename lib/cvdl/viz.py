@@ -9,7 +9,8 @@
 - :func:`saliency`, :func:`saliency_map` — Simonyan et al. (2014): the gradient of the class score
   with respect to the pixels, and its per-pixel maximum over channels;
 - :class:`GuidedReLUFunction`, :func:`guided_relus`, :func:`guided_backprop` — Springenberg et al.
-  (2015): backpropagate only positive gradients through ReLUs whose input was positive;
+  (2015): backpropagate only positive gradients through ReLUs whose input was positive (and
+  :class:`GuidedReLU6Function` for the ReLU6 of MobileNet-v2 and EfficientNet-Lite);
 - :func:`class_model` — Simonyan et al. (2014): ``argmax_I S_c(I) − λ‖I‖²`` by gradient ascent
   from a zero image;
 - :func:`top_activations`, :func:`crop_receptive_fields`, :func:`max_activating_patches` — the
@@ -337,26 +338,51 @@ class GuidedReLU(nn.Module):
         return GuidedReLUFunction.apply(x)
 
 
+class GuidedReLU6Function(torch.autograd.Function):
+    """ReLU6 forward, ``y = min(max(x, 0), 6)`` (MobileNet-v2's and EfficientNet-Lite's
+    activation); guided backward ``∂x = g · [0 < x < 6] · [g > 0]`` — the ReLU6's own rule (pass
+    the gradient where the output was not clipped) combined with the "deconvnet" rule.
+    """
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor) -> torch.Tensor:
+        ctx.save_for_backward(x)
+        return x.clamp(0, 6)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> torch.Tensor:
+        (x,) = ctx.saved_tensors
+        return torch.where((x > 0) & (x < 6) & (grad > 0), grad, torch.zeros_like(grad))
+
+
+class GuidedReLU6(nn.Module):
+    """An ``nn.ReLU6`` whose backward pass is :class:`GuidedReLU6Function`'s."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return GuidedReLU6Function.apply(x)
+
+
 @contextmanager
 def guided_relus(model: nn.Module) -> Iterator[int]:
-    """Within the ``with`` block, every ``nn.ReLU`` sub-module of ``model`` is a :class:`GuidedReLU`.
+    """Within the ``with`` block, every ``nn.ReLU`` sub-module of ``model`` is a :class:`GuidedReLU`
+    and every ``nn.ReLU6`` (MobileNet-v2, EfficientNet-Lite) a :class:`GuidedReLU6`.
 
-    Yields the number of ReLUs replaced; the originals are put back on exit. ReLUs applied as
-    functions (``F.relu`` inside a ``forward``) cannot be seen and are not replaced, so a model
-    without ``nn.ReLU`` modules raises ``ValueError``.
+    Yields the number of activations replaced; the originals are put back on exit. ReLUs applied
+    as functions (``F.relu`` inside a ``forward``) cannot be seen and are not replaced, so a model
+    without ``nn.ReLU`` / ``nn.ReLU6`` modules raises ``ValueError``.
     """
     swapped: list[tuple[nn.Module, str, nn.Module]] = []
     for parent in model.modules():
         for name, child in parent.named_children():
-            if isinstance(child, nn.ReLU):
+            if isinstance(child, (nn.ReLU, nn.ReLU6)):
                 swapped.append((parent, name, child))
     if not swapped:
-        raise ValueError("guided backprop needs nn.ReLU modules; the model has none "
+        raise ValueError("guided backprop needs nn.ReLU (or nn.ReLU6) modules; the model has none "
                          "(ReLUs called as F.relu cannot be replaced)")
-    guided = GuidedReLU()
+    guided, guided6 = GuidedReLU(), GuidedReLU6()
     try:
-        for parent, name, _ in swapped:
-            setattr(parent, name, guided)
+        for parent, name, child in swapped:
+            setattr(parent, name, guided6 if isinstance(child, nn.ReLU6) else guided)
         yield len(swapped)
     finally:
         for parent, name, child in swapped:
@@ -367,7 +393,7 @@ def guided_backprop(model: nn.Module, x: torch.Tensor, target: int | torch.Tenso
     """Guided backpropagation of the class score ``S_c`` to the pixels (Springenberg et al. 2015).
 
     Same as :func:`saliency`, but every ReLU passes back only positive gradients, and only where
-    its input was positive (:class:`GuidedReLUFunction`).
+    its input was positive (:class:`GuidedReLUFunction`; ReLU6: :class:`GuidedReLU6Function`).
 
     Args:
         x (Tensor[N, C, H, W]): images; target: an int or int64 ``Tensor[N]``.

@@ -98,13 +98,13 @@ _RECIPES = {
 
 
 def _cifar_cnn(num_classes: int = 10, width: int = 32) -> nn.Sequential:
-    """A VGG-style CIFAR-10 network: ``[B,3,32,32]`` → ``[B,num_classes]`` (3 conv blocks, BN)."""
+    """A VGG-style CIFAR-10 network: ``[N, 3, 32, 32]`` → ``[N, num_classes]`` (3 conv blocks, BN)."""
     w = width
     def block(cin, cout):
         return [nn.Conv2d(cin, cout, 3, padding=1, bias=False), nn.BatchNorm2d(cout), nn.ReLU(),
                 nn.Conv2d(cout, cout, 3, padding=1, bias=False), nn.BatchNorm2d(cout), nn.ReLU(),
                 nn.MaxPool2d(2)]
-    return nn.Sequential(*block(3, w), *block(w, 2 * w), *block(2 * w, 4 * w),  # [B,4w,4,4]
+    return nn.Sequential(*block(3, w), *block(w, 2 * w), *block(2 * w, 4 * w),  # [N,4w,4,4]
                          nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4 * w, num_classes))
 
 
@@ -205,7 +205,7 @@ class ImageNetNet:
                 image = np.repeat(image[..., None], 3, axis=2)
             if image.ndim != 3 or image.shape[2] not in (3, 4):
                 raise ValueError(f"expected an H×W×3 photo, got an array of shape {image.shape}")
-            x = torch.from_numpy(np.ascontiguousarray(image[..., :3])).permute(2, 0, 1)
+            x = torch.from_numpy(np.array(image[..., :3], copy=True)).permute(2, 0, 1)   # a writable copy
             x = x.float() / (255.0 if image.dtype == np.uint8 else 1.0)
         elif isinstance(image, torch.Tensor):
             x = image.float()

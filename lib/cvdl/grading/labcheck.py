@@ -139,8 +139,22 @@ def _fixture_sgd_pair(seed: int, lr: float = 0.1, in_features: int = 64, out_fea
     return model, torch.optim.SGD(model.parameters(), lr=lr)
 
 
+def _fixture_char_lm_pair(seed: int, vocab: int = 12, hidden: int = 16, lr: float = 0.1,
+                          stale_grad: bool = False):
+    """(model, optimizer): a seeded ``cvdl.seq.TokenLM`` (``ids [N, T]`` → ``(scores [N, T, V], state)``)
+    and plain SGD. ``stale_grad``: the parameters carry gradients from an earlier step."""
+    import torch
+    from ..seq import TokenLM
+    torch.manual_seed(seed)
+    model = TokenLM(vocab, hidden=hidden)
+    if stale_grad:
+        for p in model.parameters():
+            p.grad = torch.ones_like(p)
+    return model, torch.optim.SGD(model.parameters(), lr=lr)
+
+
 FIXTURES: dict[str, Callable] = {"linear": _fixture_linear, "small_cnn": _fixture_small_cnn,
-                                 "sgd_pair": _fixture_sgd_pair}
+                                 "sgd_pair": _fixture_sgd_pair, "char_lm_pair": _fixture_char_lm_pair}
 
 
 @dataclass
@@ -606,3 +620,21 @@ class refs:
     def cross_entropy(logits, labels):
         import torch.nn.functional as F
         return F.cross_entropy(logits, labels)
+
+    @staticmethod
+    def rnn_step(x, h, w_xh, w_hh, b):
+        import torch
+        return torch.rnn_tanh_cell(x, h, w_xh, w_hh, b, torch.zeros_like(b))
+
+    @staticmethod
+    def lstm_cell(x, h, c, w_ih, w_hh, b):
+        import torch
+        return tuple(torch.lstm_cell(x, (h, c), w_ih, w_hh, b, torch.zeros_like(b)))
+
+    @staticmethod
+    def temperature_sample(logits, temperature, u):
+        import torch
+        if not temperature > 0:
+            raise ValueError(f"temperature must be > 0, got {temperature}")
+        cdf = torch.softmax(torch.as_tensor(logits, dtype=torch.float64) / temperature, -1).cumsum(-1)
+        return int(min(int((cdf <= u).sum()), len(cdf) - 1))
