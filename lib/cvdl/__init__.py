@@ -19,6 +19,7 @@ Lecture topics, one module each:
 - ``cvdl.art``     — inversion, DeepDream, Gram matrices, style transfer, random-feature networks
 - ``cvdl.attacks`` — FGSM, the box-constrained attack, fooling images (MAP-Elites, gradient ascent)
 - ``cvdl.seq``     — RNNs and LSTMs step by step, vanishing gradients, language models and sampling
+- ``cvdl.caption`` — Show and Tell on a generated scene set, greedy and beam search, BLEU, retrieval
 - ``cvdl.zoo``     — networks to look inside: ImageNet weights when cached, course-trained CNNs otherwise
 
 The instructor's machinery (lab checks, lab generation, sandboxed grading, the ``cvdl`` command)
@@ -32,7 +33,7 @@ from .report import record, record_array
 
 __version__ = "0.1.0"
 
-_SUBMODULES = ("arith", "arith_figures", "art", "attacks", "augment", "config", "conv", "data", "device",
+_SUBMODULES = ("arith", "arith_figures", "art", "attacks", "augment", "caption", "config", "conv", "data", "device",
                "grading", "models", "plot", "report", "seq", "train", "viz", "zoo")
 
 

@@ -153,8 +153,26 @@ def _fixture_char_lm_pair(seed: int, vocab: int = 12, hidden: int = 16, lr: floa
     return model, torch.optim.SGD(model.parameters(), lr=lr)
 
 
+def _fixture_captioner(seed: int, vocab: int = 6, features: int = 3, hidden: int = 8, scale: float = 3.0,
+                       never_end: bool = False, eos: int = 1):
+    """A seeded ``cvdl.caption.ShowAndTell`` in eval mode on features ``[N, features, 1, 1]``, its
+    weights scaled by ``scale`` (peakier, more varied next-word distributions than at
+    initialisation). ``never_end``: the id ``eos`` gets a score of −10⁴ — a beam that never ends."""
+    import torch
+    from ..caption import ShowAndTell
+    torch.manual_seed(seed)
+    model = ShowAndTell((features, 1, 1), vocab, embed=4, hidden=hidden).eval()
+    with torch.no_grad():
+        for p in model.parameters():
+            p.mul_(scale)
+        if never_end:
+            model.out.bias[eos] = -1e4
+    return model
+
+
 FIXTURES: dict[str, Callable] = {"linear": _fixture_linear, "small_cnn": _fixture_small_cnn,
-                                 "sgd_pair": _fixture_sgd_pair, "char_lm_pair": _fixture_char_lm_pair}
+                                 "sgd_pair": _fixture_sgd_pair, "char_lm_pair": _fixture_char_lm_pair,
+                                 "captioner": _fixture_captioner}
 
 
 @dataclass
@@ -638,3 +656,25 @@ class refs:
             raise ValueError(f"temperature must be > 0, got {temperature}")
         cdf = torch.softmax(torch.as_tensor(logits, dtype=torch.float64) / temperature, -1).cumsum(-1)
         return int(min(int((cdf <= u).sum()), len(cdf) - 1))
+
+    @staticmethod
+    def caption_loss(model, feats, caps, pad):
+        import torch.nn.functional as F
+        return F.cross_entropy(model(feats, caps[:, :-1]).transpose(1, 2), caps[:, 1:], ignore_index=pad)
+
+    @staticmethod
+    def greedy_decode(model, feats, bos, eos, max_len):
+        from ..caption import greedy
+        c = greedy(model, feats, bos, eos, max_len)[0]
+        return c.ids, c.logprob
+
+    @staticmethod
+    def beam_search(model, feats, bos, eos, beam, max_len):
+        from ..caption import beam_search
+        c = beam_search(model, feats, bos, eos, beam=beam, max_len=max_len)[0]
+        return c.ids, c.logprob
+
+    @staticmethod
+    def corpus_bleu(hypotheses, references, n=4):
+        from ..caption import bleu
+        return bleu(hypotheses, references, n).score
