@@ -388,6 +388,8 @@ def test_joint_embedding_is_unit_length_and_ignores_padding():
 
 def test_encoder_falls_back_to_the_course_network(monkeypatch):
     monkeypatch.setenv("CVDL_UNAVAILABLE", "mobilenet_v2")
+    from cvdl import _fetch
+    monkeypatch.setattr(_fetch, "_FAILED", {})                        # leave no remembered failure behind
     ext, note = caption.encoder(smoke=True, device="cpu")
     assert "not available" in note and "CIFAR-10" in note
     out = caption.grid_features(ext, torch.rand(2, 3, 64, 64))
