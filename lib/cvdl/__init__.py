@@ -20,6 +20,7 @@ Lecture topics, one module each:
 - ``cvdl.attacks`` — FGSM, the box-constrained attack, fooling images (MAP-Elites, gradient ascent)
 - ``cvdl.seq``     — RNNs and LSTMs step by step, vanishing gradients, language models and sampling
 - ``cvdl.caption`` — Show and Tell on a generated scene set, greedy and beam search, BLEU, retrieval
+- ``cvdl.transfer`` — MNIST-M, the gradient-reversal layer and DANN, domain probes, multi-task weights
 - ``cvdl.zoo``     — networks to look inside: ImageNet weights when cached, course-trained CNNs otherwise
 
 The instructor's machinery (lab checks, lab generation, sandboxed grading, the ``cvdl`` command)
@@ -34,7 +35,7 @@ from .report import record, record_array
 __version__ = "0.1.0"
 
 _SUBMODULES = ("arith", "arith_figures", "art", "attacks", "augment", "caption", "config", "conv", "data", "device",
-               "grading", "models", "plot", "report", "seq", "train", "viz", "zoo")
+               "grading", "models", "plot", "report", "seq", "train", "transfer", "viz", "zoo")
 
 
 def __getattr__(name):  # ``cvdl.plot`` etc. work without importing each submodule first

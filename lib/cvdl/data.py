@@ -230,7 +230,7 @@ def load_text(name: str = "tinyshakespeare") -> str:
 SKLEARN_PHOTOS = ("china.jpg", "flower.jpg")
 SKIMAGE_PHOTOS = ("astronaut", "camera", "coffee", "chelsea", "rocket", "hubble_deep_field",
                   "immunohistochemistry", "moon", "page", "text", "coins", "horse", "grass",
-                  "gravel", "brick")
+                  "gravel", "brick", "retina")
 
 
 def load_photo(name: str = "china.jpg") -> np.ndarray:

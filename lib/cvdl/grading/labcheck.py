@@ -170,9 +170,35 @@ def _fixture_captioner(seed: int, vocab: int = 6, features: int = 3, hidden: int
     return model
 
 
+def _fixture_dann_pair(seed: int, lr: float = 0.1, stale_grad: bool = False):
+    """(model, optimizer): a tiny DANN on 6 inputs — features Linear(6, 5) + ReLU, label predictor
+    Linear(5, 3), domain classifier Linear(5, 1) behind ``cvdl.transfer.grad_reverse`` —
+    ``model(x, lambd)`` → ``(scores [N, 3], domain logits [N])``; plain SGD on all of it."""
+    import torch
+    from torch import nn
+    from ..transfer import grad_reverse
+
+    class TinyDANN(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.features = nn.Sequential(nn.Linear(6, 5), nn.ReLU())
+            self.label, self.domain = nn.Linear(5, 3), nn.Linear(5, 1)
+
+        def forward(self, x, lambd=0.0):
+            f = self.features(x)
+            return self.label(f), self.domain(grad_reverse(f, lambd))[:, 0]
+
+    torch.manual_seed(seed)
+    model = TinyDANN()
+    if stale_grad:
+        for p in model.parameters():
+            p.grad = torch.ones_like(p)
+    return model, torch.optim.SGD(model.parameters(), lr=lr)
+
+
 FIXTURES: dict[str, Callable] = {"linear": _fixture_linear, "small_cnn": _fixture_small_cnn,
                                  "sgd_pair": _fixture_sgd_pair, "char_lm_pair": _fixture_char_lm_pair,
-                                 "captioner": _fixture_captioner}
+                                 "captioner": _fixture_captioner, "dann_pair": _fixture_dann_pair}
 
 
 @dataclass
@@ -673,6 +699,26 @@ class refs:
         from ..caption import beam_search
         c = beam_search(model, feats, bos, eos, beam=beam, max_len=max_len)[0]
         return c.ids, c.logprob
+
+    @staticmethod
+    def through_reversal(x, lambd, upstream):
+        return x.clone(), -float(lambd) * upstream
+
+    @staticmethod
+    def dann_lambda(p, gamma=10.0):
+        if not 0.0 <= p <= 1.0:
+            raise ValueError(f"p must be in [0, 1], got {p}")
+        return 2.0 / (1.0 + math.exp(-gamma * p)) - 1.0
+
+    @staticmethod
+    def dann_step(model, optimizer, xs, ys, xt, lambd):
+        from ..transfer import dann_step
+        return dann_step(model, optimizer, xs, ys, xt, lambd)
+
+    @staticmethod
+    def domain_probe(source, target, seed=0):
+        from ..transfer import domain_probe
+        return domain_probe(source, target, seed)
 
     @staticmethod
     def corpus_bleu(hypotheses, references, n=4):
