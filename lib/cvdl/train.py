@@ -529,7 +529,12 @@ def fit(model: nn.Module, train, val=None, *, epochs: int = 1, lr: float = 1e-3,
     hist.seconds = time.perf_counter() - start
     model.eval()
     if path is not None:
-        with atomic_path(path) as tmp:
-            torch.save({"model": {k: v.detach().cpu() for k, v in model.state_dict().items()},
-                        "history": hist.to_dict()}, tmp)
+        save_checkpoint(path, model, hist)
     return hist
+
+
+def save_checkpoint(path: str, model: nn.Module, hist: History) -> None:
+    """Write ``model``'s weights (on the CPU) and its History to ``path``, atomically."""
+    with atomic_path(path) as tmp:
+        torch.save({"model": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+                    "history": hist.to_dict()}, tmp)

@@ -301,10 +301,9 @@ def adapt(method: str, source, target, target_val=None, *, steps: int = 3000, ba
 
     from tqdm.auto import tqdm
 
-    from ._io import atomic_path
     from .config import is_ci
     from .device import get_device
-    from .train import History, _fingerprint, checkpoint_path
+    from .train import History, _fingerprint, checkpoint_path, save_checkpoint
 
     if method not in METHODS:
         raise ValueError(f"method must be one of {METHODS}, got {method!r}")
@@ -357,9 +356,7 @@ def adapt(method: str, source, target, target_val=None, *, steps: int = 3000, ba
     hist.seconds = time.perf_counter() - start
     model.eval()
     if path is not None:
-        with atomic_path(path) as tmp:
-            torch.save({"model": {k: v.detach().cpu() for k, v in model.state_dict().items()},
-                        "history": hist.to_dict()}, tmp)
+        save_checkpoint(path, model, hist)
     return model, hist
 
 
