@@ -158,16 +158,15 @@ def test_uncertainty_weights_recover_known_noise_levels():
         w(torch.zeros(3))
 
 
-def test_rotations_and_the_multitask_net():
-    x = torch.arange(2 * 3 * 4 * 4, dtype=torch.float32).view(2, 3, 4, 4)
-    xr, yr = transfer.rotations(x)
-    assert xr.shape == (8, 3, 4, 4) and yr.tolist() == [0, 0, 1, 1, 2, 2, 3, 3]
-    assert torch.equal(xr[:2], x) and torch.equal(xr[2], torch.rot90(x[0], 1, (1, 2)))
-    assert torch.equal(torch.rot90(xr[6], 1, (1, 2)), x[0])               # 270° then 90°: the identity
-    with pytest.raises(ValueError, match="square"):
-        transfer.rotations(torch.zeros(1, 3, 4, 5))
-    main, aux = transfer.MultiTaskNet(10, 4)(torch.rand(5, 3, 28, 28))
-    assert main.shape == (5, 10) and aux.shape == (5, 4)
+def test_the_multitask_net_shares_its_trunk():
+    net = transfer.MultiTaskNet(10, 784)
+    main, aux = net(torch.rand(5, 3, 28, 28))
+    assert main.shape == (5, 10) and aux.shape == (5, 784)
+    (main.sum() + aux.sum()).backward()
+    assert all(p.grad is not None for p in net.trunk.parameters())
+    net.zero_grad()
+    net(torch.rand(2, 3, 28, 28))[1].sum().backward()                  # the auxiliary loss alone
+    assert net.main.weight.grad is None and all(p.grad is not None for p in net.trunk.parameters())
 
 
 def test_adapt_runs_each_method_and_reloads_its_checkpoint(tmp_path, monkeypatch):
@@ -186,3 +185,50 @@ def test_adapt_runs_each_method_and_reloads_its_checkpoint(tmp_path, monkeypatch
         assert h2.loaded and all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), again.state_dict().values()))
     with pytest.raises(ValueError, match="method"):
         transfer.adapt("both", src, tgt, steps=1)
+
+
+def test_photo_index_names_each_test_images_background(tmp_path, monkeypatch):
+    monkeypatch.setenv("CVDL_CACHE", str(tmp_path))
+    monkeypatch.setenv("CVDL_UNAVAILABLE", "mnist")                    # the digits fallback: quick
+    from cvdl import _fetch, data
+    monkeypatch.setattr(_fetch, "_FAILED", {})
+    images = transfer.mnist_m("test").images.permute(0, 2, 3, 1).numpy()
+    ink = data.load_mnist("test").images[:, 0].numpy() > 0
+    which = transfer.photo_index("test")
+    assert which.shape == (len(images),) and set(which) <= set(range(len(transfer.PHOTO_POOL)))
+    photos = transfer._photos()
+    for i in range(6):
+        img = photos[which[i]]
+        region = img[:, int(img.shape[1] * transfer.TRAIN_FRACTION):]
+        win = np.lib.stride_tricks.sliding_window_view(region, (28, 28, 3))[:, :, 0]    # [y, x, 28, 28, 3]
+        # the background (no ink) of image i is a test-region crop of the photo photo_index names
+        match = (win == images[i]) | ink[i][None, None, :, :, None]
+        assert match.all(axis=(2, 3, 4)).any(), f"image {i}'s background is not from photo {which[i]}"
+    with pytest.raises(ValueError, match="split"):
+        transfer.photo_index("val")
+
+
+def test_predict_and_accuracy_agree_with_the_scores():
+    torch.manual_seed(0)
+    m = transfer.DANN().eval()
+    x, y = torch.rand(7, 3, 28, 28), torch.randint(0, 10, (7,))
+    pred = transfer.predict(m, x, batch_size=3)
+    with torch.no_grad():
+        assert torch.equal(pred, m(x)[0].argmax(1))
+    assert transfer.accuracy(m, x, y, batch_size=2) == pytest.approx(float((pred == y).float().mean()))
+    assert any(isinstance(layer, torch.nn.BatchNorm2d) for layer in m.features)
+
+
+def test_adapt_lambda_max_scales_the_schedule(tmp_path, monkeypatch):
+    monkeypatch.setenv("CVDL_CACHE", str(tmp_path))
+    g = torch.Generator().manual_seed(1)
+    src = (torch.rand(20, 3, 28, 28, generator=g), torch.randint(0, 10, (20,), generator=g))
+    tgt = (torch.rand(20, 3, 28, 28, generator=g), torch.randint(0, 10, (20,), generator=g))
+    _, off = transfer.adapt("dann", src, tgt, steps=4, batch_size=4, eval_every=2, lambda_max=0.0, device="cpu",
+                            progress=False)
+    _, half = transfer.adapt("dann", src, tgt, steps=4, batch_size=4, eval_every=2, lambda_max=0.5, device="cpu",
+                             progress=False)
+    assert off["lambda"] == [0.0, 0.0] and all(np.isfinite(off["domain_loss"]))   # the domain head still trains
+    assert half["lambda"] == pytest.approx([0.5 * transfer.dann_lambda(p) for p in (1 / 4, 3 / 4)])
+    with pytest.raises(ValueError, match="lambda_max"):
+        transfer.adapt("dann", src, tgt, steps=1, lambda_max=-1.0)

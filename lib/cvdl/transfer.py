@@ -10,15 +10,20 @@
   ``μ_p = μ_0 / (1 + 10p)^{0.75}`` over training progress ``p ∈ [0, 1]``;
 - :class:`DANN` — feature extractor, label predictor and domain classifier (the paper's MNIST
   architecture); :func:`dann_step` — one training step on a source batch and a target batch;
+- :func:`adapt` — source-only, DANN or train-on-target training, the paper's way, checkpointed;
+  :func:`predict`, :func:`accuracy`, :func:`embed`; :func:`photo_index` — which photo each
+  MNIST-M image's background came from;
 - :func:`domain_probe` — how well a fresh logistic regression tells the domains apart from
   frozen features, and the proxy A-distance ``2(1 − 2ε)``;
-- :class:`UncertaintyWeights` — Kendall et al.'s learned task weights ``Σ L_i / (2σ_i²) + log σ_i``.
+- :class:`MultiTaskNet` — a shared trunk with a main and an auxiliary head;
+  :class:`UncertaintyWeights` — Kendall et al.'s learned task weights ``Σ L_i / (2σ_i²) + log σ_i``.
 
 Shapes: images ``[N, 3, 28, 28]`` in [0, 1], features ``[N, D]``, class scores ``[N, 10]``,
 domain logits ``[N]`` (1 = target).
 """
 from __future__ import annotations
 
+import functools
 import math
 import os
 
@@ -37,6 +42,7 @@ PHOTO_POOL = ("astronaut", "coffee", "chelsea", "rocket", "hubble_deep_field", "
               "retina", "china.jpg", "flower.jpg")
 TRAIN_FRACTION = 0.75       # train patches from the left 75 % of each photo, test patches from the rest
 MNISTM_VERSION = 1          # bump when the construction changes: the cache key includes it
+PATCH_SEEDS = {"train": 0, "test": 1}   # the seed of each split's patches
 
 
 def blend(digits: np.ndarray, patches: np.ndarray) -> np.ndarray:
@@ -51,10 +57,15 @@ def blend(digits: np.ndarray, patches: np.ndarray) -> np.ndarray:
     return np.abs(patches.astype(np.int16) - d).astype(np.uint8)
 
 
-def _photos() -> list[np.ndarray]:
+@functools.lru_cache(maxsize=1)
+def _photos() -> tuple[np.ndarray, ...]:
+    """The photo pool's images, uint8 ``[H, W, 3]`` each, read once per process (read-only)."""
     from .data import load_photo
 
-    return [load_photo(name)[..., :3] for name in PHOTO_POOL]
+    photos = tuple(np.ascontiguousarray(load_photo(name)[..., :3]) for name in PHOTO_POOL)
+    for p in photos:
+        p.flags.writeable = False
+    return photos
 
 
 def random_patches(n: int, split: str, seed: int, size: int = 28) -> tuple[np.ndarray, np.ndarray]:
@@ -99,13 +110,22 @@ def mnist_m(split: str = "train"):
         if len(labels) == len(digits) and np.array_equal(labels, digits.labels.numpy()):
             return data.ImageSet(torch.from_numpy(images), torch.from_numpy(labels), list(digits.classes),
                                  "mnist_m", f"cache ({source})")
-    patches, _ = random_patches(len(digits), split, seed={"train": 0, "test": 1}[split])
+    patches, _ = random_patches(len(digits), split, seed=PATCH_SEEDS[split])
     images = blend(digits.images[:, 0].numpy(), patches).transpose(0, 3, 1, 2).copy()   # [N, 3, 28, 28]
     labels = digits.labels.numpy()
     with atomic_path(path) as tmp:
         with open(tmp, "wb") as f:
             np.savez(f, images=images, labels=labels)
     return data.ImageSet(torch.from_numpy(images), torch.from_numpy(labels), list(digits.classes), "mnist_m", source)
+
+
+def photo_index(split: str = "train") -> np.ndarray:
+    """Which photo of :data:`PHOTO_POOL` each :func:`mnist_m` image of ``split`` has its
+    background from → int ``[N]`` (the same seeded draw as the images')."""
+    from . import data
+
+    data._check_split(split)
+    return random_patches(len(data.load_mnist(split)), split, seed=PATCH_SEEDS[split])[1]
 
 
 def to_rgb(images: torch.Tensor) -> torch.Tensor:
@@ -163,9 +183,11 @@ def dann_lr(p: float, lr0: float = 0.01, alpha: float = 10.0, beta: float = 0.75
 
 
 class DANN(nn.Module):
-    """The paper's MNIST architecture: features conv(32, 5×5) → pool → conv(48, 5×5) → pool
-    (``[N, 3, 28, 28]`` → 768 features); label predictor FC 100 → FC 100 → 10; domain classifier
-    behind the gradient-reversal layer, FC 100 → 1.
+    """The paper's MNIST architecture, with batch normalisation after each convolution: features
+    conv(32, 5×5) → BN → pool → conv(48, 5×5) → BN → pool (``[N, 3, 28, 28]`` → 768 features);
+    label predictor FC 100 → FC 100 → 10; domain classifier behind the gradient-reversal layer,
+    FC 100 → 1. (:func:`dann_step` passes the source and the target batch separately, so in
+    training each domain is normalised by its own batch statistics.)
 
     ``forward(x, lambd=0.0)`` → ``(class scores [N, 10], domain logits [N])``. Trained without the
     domain loss, the same network is the source-only (or train-on-target) baseline.
@@ -174,8 +196,8 @@ class DANN(nn.Module):
     def __init__(self, n_classes: int = 10):
         super().__init__()
         self.features = nn.Sequential(
-            nn.Conv2d(3, 32, 5), nn.ReLU(), nn.MaxPool2d(2),               # [N, 32, 12, 12]
-            nn.Conv2d(32, 48, 5), nn.ReLU(), nn.MaxPool2d(2), nn.Flatten())  # [N, 768]
+            nn.Conv2d(3, 32, 5), nn.BatchNorm2d(32), nn.ReLU(), nn.MaxPool2d(2),                 # [N, 32, 12, 12]
+            nn.Conv2d(32, 48, 5), nn.BatchNorm2d(48), nn.ReLU(), nn.MaxPool2d(2), nn.Flatten())  # [N, 768]
         self.label = nn.Sequential(nn.Linear(768, 100), nn.ReLU(), nn.Linear(100, 100), nn.ReLU(),
                                    nn.Linear(100, n_classes))
         self.domain = nn.Sequential(nn.Linear(768, 100), nn.ReLU(), nn.Linear(100, 1))
@@ -274,16 +296,21 @@ METHODS = ("source", "dann", "target")
 
 
 @torch.no_grad()
-def accuracy(model: DANN, x: torch.Tensor, y: torch.Tensor, batch_size: int = 1000) -> float:
-    """Label accuracy of ``model`` on images ``x [N, 3, 28, 28]`` with labels ``y [N]``."""
+def predict(model: nn.Module, x: torch.Tensor, batch_size: int = 1000) -> torch.Tensor:
+    """The predicted class of every image of ``x [N, 3, 28, 28]`` → ``[N]`` (eval mode, on CPU);
+    ``model(x)`` returns ``(class scores, ...)`` as :class:`DANN` and :class:`MultiTaskNet` do."""
     model.eval()
     dev = _checks.model_device(model)
-    pred = torch.cat([model(x[i:i + batch_size].to(dev))[0].argmax(1).cpu() for i in range(0, len(x), batch_size)])
-    return float((pred == y).float().mean())
+    return torch.cat([model(x[i:i + batch_size].to(dev))[0].argmax(1).cpu() for i in range(0, len(x), batch_size)])
+
+
+def accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int = 1000) -> float:
+    """Label accuracy of ``model`` on images ``x [N, 3, 28, 28]`` with labels ``y [N]``."""
+    return float((predict(model, x, batch_size) == y.cpu()).float().mean())
 
 
 def adapt(method: str, source, target, target_val=None, *, steps: int = 3000, batch_size: int = 64,
-          lr0: float = 0.01, momentum: float = 0.9, seed: int = 0, eval_every: int | None = None,
+          lr0: float = 0.01, momentum: float = 0.9, lambda_max: float = 1.0, seed: int = 0, eval_every: int | None = None,
           n_classes: int = 10, device=None, checkpoint: str | None = None, progress: bool = True):
     """Train a :class:`DANN` network the paper's way (SGD with momentum, ``lr`` annealed by
     :func:`dann_lr`, ``λ`` by :func:`dann_lambda`) → ``(model, History)``.
@@ -294,7 +321,10 @@ def adapt(method: str, source, target, target_val=None, *, steps: int = 3000, ba
     ``source``, ``target``: ``(images [N, 3, 28, 28] in [0, 1], labels [N])`` — DANN never reads
     the target labels. ``target_val``: ``(images, labels)`` scored every ``eval_every`` steps
     (the curves); the History's rows hold ``step``, ``label_loss``, ``domain_loss`` (running means
-    since the last row), ``lambda``, ``lr`` and ``target_acc``. ``checkpoint``: a name; a run with
+    since the last row), ``lambda``, ``lr`` and ``target_acc``. ``lambda_max`` scales the λ
+    schedule (0: target batches go through the network and train the domain classifier, but no
+    reversed gradient reaches the features — the control for what the reversal itself does).
+    ``checkpoint``: a name; a run with
     the same settings is loaded instead of repeated.
     """
     import time
@@ -309,6 +339,7 @@ def adapt(method: str, source, target, target_val=None, *, steps: int = 3000, ba
         raise ValueError(f"method must be one of {METHODS}, got {method!r}")
     _checks.positive_int(steps=steps, batch_size=batch_size)
     _checks.positive(lr0=lr0)
+    _checks.non_negative(lambda_max=lambda_max)
     eval_every = eval_every or max(1, steps // 20)
     device = torch.device(device) if device is not None else get_device()
     (xs, ys), (xt, yt) = source, target
@@ -317,6 +348,7 @@ def adapt(method: str, source, target, target_val=None, *, steps: int = 3000, ba
     path = None
     if checkpoint is not None:
         settings = dict(method=method, steps=steps, batch_size=batch_size, lr0=lr0, momentum=momentum, seed=seed,
+                        lambda_max=lambda_max,
                         eval_every=eval_every, source=_fingerprint(source), target=_fingerprint(target),
                         val=_fingerprint(target_val) if target_val is not None else None)
         path = checkpoint_path(checkpoint, model, settings)
@@ -332,7 +364,7 @@ def adapt(method: str, source, target, target_val=None, *, steps: int = 3000, ba
     bar = tqdm(range(steps), desc=checkpoint or method, unit="step", disable=(not progress) or is_ci(), leave=True)
     for step in bar:
         p = step / steps
-        lr, lam = dann_lr(p, lr0), dann_lambda(p)
+        lr, lam = dann_lr(p, lr0), lambda_max * dann_lambda(p)
         for group in opt.param_groups:
             group["lr"] = lr
         i = torch.randint(0, len(xs), (batch_size,), generator=gen)
@@ -365,22 +397,13 @@ def adapt(method: str, source, target, target_val=None, *, steps: int = 3000, ba
 # ----------------------------------------------------------------------------------------------
 
 
-def rotations(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Every image of ``x [N, C, H, W]`` (square) turned by 0°, 90°, 180° and 270° → ``(images
-    [4N, C, H, W], which rotation [4N])`` — the labels of Gidaris et al.'s self-supervised task."""
-    _checks.images(x, "x")
-    if x.shape[-1] != x.shape[-2]:
-        raise ValueError(f"rotations need square images, got {tuple(x.shape[-2:])}")
-    return (torch.cat([torch.rot90(x, k, (2, 3)) for k in range(4)]),
-            torch.arange(4, device=x.device).repeat_interleave(len(x)))
-
-
 class MultiTaskNet(nn.Module):
-    """A shared trunk (DANN's features and a 100-unit layer) with two heads: the main task's
-    classes (``n_main``) and an auxiliary task's (``n_aux``). ``forward(x)`` → ``(main scores,
-    auxiliary scores)``."""
+    """A shared trunk (DANN's features and a 100-unit layer) with two linear heads: the main
+    task's class scores (``n_main``) and an auxiliary task's outputs (``n_aux``; notebook 09: the
+    784 pixel logits of the digit's ink mask). ``forward(x)`` → ``(main scores [N, n_main],
+    auxiliary outputs [N, n_aux])``."""
 
-    def __init__(self, n_main: int = 10, n_aux: int = 4):
+    def __init__(self, n_main: int = 10, n_aux: int = 784):
         super().__init__()
         self.trunk = nn.Sequential(DANN().features, nn.Linear(768, 100), nn.ReLU())
         self.main, self.aux = nn.Linear(100, n_main), nn.Linear(100, n_aux)
