@@ -232,3 +232,6 @@ def test_adapt_lambda_max_scales_the_schedule(tmp_path, monkeypatch):
     assert half["lambda"] == pytest.approx([0.5 * transfer.dann_lambda(p) for p in (1 / 4, 3 / 4)])
     with pytest.raises(ValueError, match="lambda_max"):
         transfer.adapt("dann", src, tgt, steps=1, lambda_max=-1.0)
+    empty = (torch.zeros(0, 3, 28, 28), torch.zeros(0, dtype=torch.int64))
+    with pytest.raises(ValueError, match="0 target images"):            # not torch.randint's "from >= to"
+        transfer.adapt("dann", src, empty, steps=1, device="cpu", progress=False)

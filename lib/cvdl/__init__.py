@@ -21,6 +21,7 @@ Lecture topics, one module each:
 - ``cvdl.seq``     — RNNs and LSTMs step by step, vanishing gradients, language models and sampling
 - ``cvdl.caption`` — Show and Tell on a generated scene set, greedy and beam search, BLEU, retrieval
 - ``cvdl.transfer`` — MNIST-M, the gradient-reversal layer and DANN, domain probes, multi-task weights
+- ``cvdl.detection`` — boxes and IoU, selective search, R-CNN's offsets, NMS, AP, the generated canvases
 - ``cvdl.zoo``     — networks to look inside: ImageNet weights when cached, course-trained CNNs otherwise
 
 The instructor's machinery (lab checks, lab generation, sandboxed grading, the ``cvdl`` command)
@@ -34,7 +35,7 @@ from .report import record, record_array
 
 __version__ = "0.1.0"
 
-_SUBMODULES = ("arith", "arith_figures", "art", "attacks", "augment", "caption", "config", "conv", "data", "device",
+_SUBMODULES = ("arith", "arith_figures", "art", "attacks", "augment", "caption", "config", "conv", "data", "detection", "device",
                "grading", "models", "plot", "report", "seq", "train", "transfer", "viz", "zoo")
 
 

@@ -22,6 +22,20 @@ def positive_int(**values) -> None:
             raise ValueError(f"{name} must be a positive integer, got {v!r}")
 
 
+def split_size(split: str, splits: dict, n: int | None, noun: str = "images") -> tuple[int, int, int]:
+    """A generated set's ``split`` → ``(size, seed, kept)`` from ``splits`` ``{split: (size, seed)}``;
+    ``kept`` is ``n`` (checked: a positive int no larger than the split) or the whole split."""
+    if split not in splits:
+        raise ValueError(f"split must be one of {sorted(splits)}, got {split!r}")
+    size, seed = splits[split]
+    if n is None:
+        return size, seed, size
+    positive_int(n=n)
+    if n > size:
+        raise ValueError(f"the {split} split has {size} {noun}; asked for n={n}")
+    return size, seed, n
+
+
 def non_negative_int(**values) -> None:
     """Each value must be an ``int`` (not a bool) ``>= 0``."""
     for name, v in values.items():

@@ -115,14 +115,7 @@ def scenes(split: str = "train", n: int | None = None) -> CaptionSet:
     (500, seed 1), ``"test"`` (500, seed 2); ``n`` keeps the first ``n`` of the split (the same
     images at any ``n``).
     """
-    if split not in SPLITS:
-        raise ValueError(f"split must be one of {sorted(SPLITS)}, got {split!r}")
-    size, seed = SPLITS[split]
-    if n is not None:
-        _checks.positive_int(n=n)
-        if n > size:
-            raise ValueError(f"the {split} split has {size} images; asked for n={n}")
-        size = n
+    _, seed, size = _checks.split_size(split, SPLITS, n, "images")
     rng = np.random.default_rng(1000 + seed)
     S, names = IMAGE_SIZE, list(COLOURS)
     images = np.empty((size, S, S, 3), dtype=np.uint8)

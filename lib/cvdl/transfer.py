@@ -343,6 +343,8 @@ def adapt(method: str, source, target, target_val=None, *, steps: int = 3000, ba
     eval_every = eval_every or max(1, steps // 20)
     device = torch.device(device) if device is not None else get_device()
     (xs, ys), (xt, yt) = source, target
+    if len(xs) == 0 or len(xt) == 0:
+        raise ValueError(f"source and target need images, got {len(xs)} source and {len(xt)} target images")
     torch.manual_seed(seed)
     model = DANN(n_classes).to(device)
     path = None

@@ -721,6 +721,31 @@ class refs:
         return domain_probe(source, target, seed)
 
     @staticmethod
+    def box_iou(boxes1, boxes2):
+        from ..detection import box_iou
+        return box_iou(boxes1, boxes2)
+
+    @staticmethod
+    def nms(boxes, scores, iou_threshold):
+        from torchvision.ops import nms
+        return nms(boxes.float(), scores.float(), iou_threshold)
+
+    @staticmethod
+    def encode(proposals, targets):
+        from ..detection import encode
+        return encode(proposals, targets)
+
+    @staticmethod
+    def decode(proposals, deltas):
+        from ..detection import decode
+        return decode(proposals, deltas, clip=None)
+
+    @staticmethod
+    def average_precision(scores, tp, n_truth):
+        from ..detection import average_precision
+        return average_precision(scores, tp, n_truth)[0]
+
+    @staticmethod
     def corpus_bleu(hypotheses, references, n=4):
         from ..caption import bleu
         return bleu(hypotheses, references, n).score
