@@ -22,6 +22,7 @@ Lecture topics, one module each:
 - ``cvdl.caption`` — Show and Tell on a generated scene set, greedy and beam search, BLEU, retrieval
 - ``cvdl.transfer`` — MNIST-M, the gradient-reversal layer and DANN, domain probes, multi-task weights
 - ``cvdl.detection`` — boxes and IoU, selective search, R-CNN's offsets, NMS, AP, the generated canvases
+- ``cvdl.segment`` — mean IoU from the confusion matrix, convolutionalisation, bilinear upsampling, FCN, U-Net
 - ``cvdl.zoo``     — networks to look inside: ImageNet weights when cached, course-trained CNNs otherwise
 
 The instructor's machinery (lab checks, lab generation, sandboxed grading, the ``cvdl`` command)
@@ -36,7 +37,7 @@ from .report import record, record_array
 __version__ = "0.1.0"
 
 _SUBMODULES = ("arith", "arith_figures", "art", "attacks", "augment", "caption", "config", "conv", "data", "detection", "device",
-               "grading", "models", "plot", "report", "seq", "train", "transfer", "viz", "zoo")
+               "grading", "models", "plot", "report", "segment", "seq", "train", "transfer", "viz", "zoo")
 
 
 def __getattr__(name):  # ``cvdl.plot`` etc. work without importing each submodule first

@@ -1,0 +1,233 @@
+"""Segmentation and dense prediction (notebook 11): mean IoU from a confusion matrix, fully
+convolutional networks, learnable upsampling, FCN and U-Net.
+
+Masks are integer class maps ``[N, H, W]`` (0 = background, as in :func:`cvdl.detection.canvases`);
+a network's scores are ``[N, K, H, W]``. Every from-scratch function here is checked against a
+reference in ``tests/test_segment.py`` (scikit-learn's ``confusion_matrix`` and ``jaccard_score``,
+``F.interpolate``, the classifier it was made from).
+
+Sources: J. Long, E. Shelhamer, T. Darrell, *Fully convolutional networks for semantic
+segmentation*, CVPR 2015; O. Ronneberger, P. Fischer, T. Brox, *U-Net: convolutional networks for
+biomedical image segmentation*, MICCAI 2015; M. Zeiler, R. Fergus, *Visualizing and understanding
+convolutional networks*, ECCV 2014 (unpooling with switches).
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+import torch.nn as nn
+
+from . import _checks
+
+__all__ = ["confusion_matrix", "iou_per_class", "mean_iou", "pixel_accuracy", "bilinear_kernel",
+           "bilinear_upsampler", "convolutionalise", "DoubleConv", "UNet", "FCN"]
+
+
+# ----------------------------------------------------------------------------------------------
+# Scores: the confusion matrix and IoU
+# ----------------------------------------------------------------------------------------------
+
+
+def confusion_matrix(pred, truth, n_classes: int, ignore_index: int | None = None) -> torch.Tensor:
+    """Pixel counts ``C[t, p]`` of true class ``t`` predicted as ``p``: int64 ``[K, K]``.
+
+    ``pred`` and ``truth`` are integer class maps of one shape (any shape: ``[N, H, W]``, ``[H, W]``);
+    pixels whose truth is ``ignore_index`` are left out. Computed with one ``bincount`` of
+    ``t · K + p`` (scikit-learn's ``confusion_matrix`` has the same layout: rows are the truth).
+    """
+    _checks.positive_int(n_classes=n_classes)
+    p, t = torch.as_tensor(pred), torch.as_tensor(truth)
+    if p.shape != t.shape:
+        raise ValueError(f"pred and truth must have the same shape, got {tuple(p.shape)} and {tuple(t.shape)}")
+    p, t = p.long().flatten(), t.long().flatten()
+    if ignore_index is not None:
+        keep = t != ignore_index
+        p, t = p[keep], t[keep]
+    for name, v in (("pred", p), ("truth", t)):
+        if len(v) and (v.min() < 0 or v.max() >= n_classes):
+            raise ValueError(f"{name} holds class {int(v.min() if v.min() < 0 else v.max())}, outside 0 … {n_classes - 1}")
+    return torch.bincount(t * n_classes + p, minlength=n_classes * n_classes).reshape(n_classes, n_classes)
+
+
+def iou_per_class(conf) -> torch.Tensor:
+    """Each class's IoU from a confusion matrix ``[K, K]`` → float64 ``[K]``:
+    ``TP / (TP + FP + FN)`` = ``C[k, k] / (row k + column k − C[k, k])``. A class absent from both
+    the prediction and the truth has no IoU: NaN (and :func:`mean_iou` leaves it out)."""
+    c = torch.as_tensor(conf, dtype=torch.float64)
+    if c.ndim != 2 or c.shape[0] != c.shape[1]:
+        raise ValueError(f"a confusion matrix must be [K, K], got {tuple(c.shape)}")
+    tp = c.diagonal()
+    union = c.sum(0) + c.sum(1) - tp
+    return torch.where(union > 0, tp / union.clamp(min=1), torch.full_like(tp, float("nan")))
+
+
+def mean_iou(pred, truth, n_classes: int, ignore_index: int | None = None) -> float:
+    """The mean over classes of :func:`iou_per_class` (classes present in neither left out)."""
+    iou = iou_per_class(confusion_matrix(pred, truth, n_classes, ignore_index))
+    return float(np.nanmean(iou.numpy())) if not torch.isnan(iou).all() else float("nan")
+
+
+def pixel_accuracy(pred, truth) -> float:
+    """The fraction of pixels whose predicted class is the true one."""
+    p, t = torch.as_tensor(pred), torch.as_tensor(truth)
+    if p.shape != t.shape:
+        raise ValueError(f"pred and truth must have the same shape, got {tuple(p.shape)} and {tuple(t.shape)}")
+    return float((p == t).double().mean()) if p.numel() else float("nan")
+
+
+# ----------------------------------------------------------------------------------------------
+# Upsampling
+# ----------------------------------------------------------------------------------------------
+
+
+def bilinear_kernel(factor: int) -> torch.Tensor:
+    """The ``2f − f mod 2`` square kernel with which a stride-``f`` transposed convolution
+    performs bilinear upsampling (FCN's initialisation): the outer product of a triangle
+    ``1 − |x − c| / f`` with itself → ``[k, k]``."""
+    _checks.positive_int(factor=factor)
+    k = 2 * factor - factor % 2
+    centre = factor - 1 if k % 2 == 1 else factor - 0.5
+    tri = 1 - (torch.arange(k, dtype=torch.float64) - centre).abs() / factor   # [k]
+    return (tri[:, None] * tri[None, :]).float()
+
+
+def bilinear_upsampler(channels: int, factor: int) -> nn.ConvTranspose2d:
+    """A ``ConvTranspose2d`` (stride ``factor``, one kernel per channel, no bias) initialised to
+    bilinear upsampling by ``factor``: ``[N, C, h, w] → [N, C, f·h, f·w]``. Away from the border it
+    equals ``F.interpolate(x, scale_factor=f, mode="bilinear", align_corners=False)``; it can then
+    be trained like any other layer."""
+    _checks.positive_int(channels=channels, factor=factor)
+    k = 2 * factor - factor % 2
+    pad = math.ceil((factor - 1) / 2)
+    layer = nn.ConvTranspose2d(channels, channels, k, stride=factor, padding=pad, groups=channels, bias=False,
+                               output_padding=factor + 2 * pad - k)
+    with torch.no_grad():
+        layer.weight.copy_(bilinear_kernel(factor).expand(channels, 1, k, k))
+    return layer
+
+
+# ----------------------------------------------------------------------------------------------
+# Convolutionalisation
+# ----------------------------------------------------------------------------------------------
+
+
+def convolutionalise(model) -> nn.Sequential:
+    """A :class:`cvdl.models.BaselineCNN` rewritten as a fully convolutional network with the same
+    weights: its first fully connected layer (on the ``[c2, 4, 4]`` feature map) becomes a 4 × 4
+    convolution, the second a 1 × 1 convolution. On a 28 × 28 image it computes exactly the
+    classifier's scores (``[N, K, 1, 1]``); on a larger ``[N, 1, H, W]`` image it returns a map
+    ``[N, K, (H − 28) / 4 + 1, (W − 28) / 4 + 1]``: at ``(i, j)`` the classifier applied to the
+    28 × 28 crop at ``(4i, 4j)`` (the two poolings make its stride 4)."""
+    from .models import BaselineCNN
+
+    if not isinstance(model, BaselineCNN):
+        raise TypeError(f"convolutionalise takes a cvdl.models.BaselineCNN, got {type(model).__name__}")
+    fc1, relu, fc2 = model.classifier
+    c2 = model.features[3].out_channels
+    conv1 = nn.Conv2d(c2, fc1.out_features, 4)
+    conv2 = nn.Conv2d(fc2.in_features, fc2.out_features, 1)
+    with torch.no_grad():
+        conv1.weight.copy_(fc1.weight.reshape(fc1.out_features, c2, 4, 4))   # Flatten's order: (c, h, w)
+        conv1.bias.copy_(fc1.bias)
+        conv2.weight.copy_(fc2.weight[:, :, None, None])
+        conv2.bias.copy_(fc2.bias)
+    layers = [m for m in model.features if not isinstance(m, nn.Flatten)]
+    import copy
+
+    return nn.Sequential(*copy.deepcopy(layers), conv1, nn.ReLU(), conv2)
+
+
+# ----------------------------------------------------------------------------------------------
+# Networks
+# ----------------------------------------------------------------------------------------------
+
+
+class DoubleConv(nn.Sequential):
+    """U-Net's block: two 3 × 3 convolutions (padded, so the size is kept), each followed by batch
+    normalisation and ReLU: ``[N, C_in, H, W] → [N, C_out, H, W]``."""
+
+    def __init__(self, c_in: int, c_out: int):
+        _checks.positive_int(c_in=c_in, c_out=c_out)
+        super().__init__(nn.Conv2d(c_in, c_out, 3, padding=1, bias=False), nn.BatchNorm2d(c_out), nn.ReLU(inplace=True),
+                         nn.Conv2d(c_out, c_out, 3, padding=1, bias=False), nn.BatchNorm2d(c_out), nn.ReLU(inplace=True))
+
+
+class UNet(nn.Module):
+    """A small U-Net: an encoder of :class:`DoubleConv` blocks with 2 × 2 max-pooling, a decoder
+    that upsamples (2 × 2 transposed convolution), **concatenates** the encoder's map of the same
+    size (the skip connection) and applies a :class:`DoubleConv`, then a 1 × 1 convolution to
+    ``n_classes`` scores: ``[N, C, H, W] → [N, K, H, W]`` (``H``, ``W`` divisible by
+    ``2 ** (len(widths) − 1)``). ``skips=False`` drops the concatenations (the same decoder fed
+    only from below) — the control for what the skips carry."""
+
+    def __init__(self, n_classes: int, in_channels: int = 3, widths=(16, 32, 64), skips: bool = True):
+        _checks.positive_int(n_classes=n_classes, in_channels=in_channels)
+        if len(widths) < 2:
+            raise ValueError(f"widths needs at least two levels, got {widths}")
+        super().__init__()
+        self.skips = skips
+        self.down = nn.ModuleList()
+        c = in_channels
+        for w in widths:
+            self.down.append(DoubleConv(c, w))
+            c = w
+        self.up, self.merge = nn.ModuleList(), nn.ModuleList()
+        for w in reversed(widths[:-1]):
+            self.up.append(nn.ConvTranspose2d(c, w, 2, stride=2))
+            self.merge.append(DoubleConv(2 * w if skips else w, w))
+            c = w
+        self.head = nn.Conv2d(c, n_classes, 1)
+        self.levels = len(widths)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        step = 2 ** (self.levels - 1)
+        if x.ndim != 4 or x.shape[-1] % step or x.shape[-2] % step:
+            raise ValueError(f"UNet needs [N, C, H, W] with H and W divisible by {step}, got {tuple(x.shape)}")
+        saved = []
+        for k, block in enumerate(self.down):
+            x = block(x if k == 0 else nn.functional.max_pool2d(x, 2))
+            saved.append(x)
+        for up, merge, skip in zip(self.up, self.merge, reversed(saved[:-1])):
+            x = up(x)                                                   # [N, w, 2h, 2w]
+            x = merge(torch.cat([skip, x], 1) if self.skips else x)
+        return self.head(x)
+
+
+class FCN(nn.Module):
+    """A small fully convolutional network in FCN's manner: a stride-8 encoder (three
+    :class:`DoubleConv` + pooling stages), 1 × 1 class scores at stride 8, upsampled to the input
+    size by :func:`bilinear_upsampler` layers (trainable). ``skips=True`` is FCN-8s's idea: the
+    coarse scores are upsampled ×2 and **added** to scores read off the stride-4 map, again ×2 and
+    added to the stride-2 map's, then ×2 to full size; ``skips=False`` upsamples the stride-8
+    scores ×8 in one go (FCN-32s's way). ``[N, C, H, W] → [N, K, H, W]``, ``H``, ``W`` divisible by 8."""
+
+    def __init__(self, n_classes: int, in_channels: int = 3, widths=(16, 32, 64), skips: bool = True):
+        _checks.positive_int(n_classes=n_classes, in_channels=in_channels)
+        if len(widths) != 3:
+            raise ValueError(f"FCN takes three widths (strides 2, 4, 8), got {widths}")
+        super().__init__()
+        self.skips = skips
+        c, self.stages = in_channels, nn.ModuleList()
+        for w in widths:
+            self.stages.append(DoubleConv(c, w))
+            c = w
+        self.score = nn.ModuleList(nn.Conv2d(w, n_classes, 1) for w in widths)   # at strides 2, 4, 8
+        if skips:
+            self.up = nn.ModuleList(bilinear_upsampler(n_classes, 2) for _ in range(3))
+        else:
+            self.up = nn.ModuleList([bilinear_upsampler(n_classes, 8)])
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.ndim != 4 or x.shape[-1] % 8 or x.shape[-2] % 8:
+            raise ValueError(f"FCN needs [N, C, H, W] with H and W divisible by 8, got {tuple(x.shape)}")
+        maps = []
+        for stage in self.stages:
+            x = nn.functional.max_pool2d(stage(x), 2)                    # strides 2, 4, 8
+            maps.append(x)
+        if not self.skips:
+            return self.up[0](self.score[2](maps[2]))
+        s = self.up[0](self.score[2](maps[2])) + self.score[1](maps[1])   # stride 4
+        s = self.up[1](s) + self.score[0](maps[0])                        # stride 2
+        return self.up[2](s)                                              # stride 1
