@@ -57,7 +57,10 @@ def test_make_lab_serves_jupyterlab_with_the_course_kernel(tmp_path):
             assert r.status == 200 and b"JupyterLab" in r.read()
         with urllib.request.urlopen(f"{base}/api/contents?token={token}", timeout=10) as r:
             names = {item["name"] for item in json.load(r)["content"]}
-        assert "00_welcome.ipynb" in names  # it opened the course's notebooks folder
+        assert {"notebooks", "labs", "solutions"} <= names, names   # rooted at the course: ../labs/ links work
+        for folder, first in (("notebooks", "00_welcome.ipynb"), ("labs", "01_convolution.ipynb")):
+            with urllib.request.urlopen(f"{base}/api/contents/{folder}?token={token}", timeout=10) as r:
+                assert first in {item["name"] for item in json.load(r)["content"]}, f"{folder}/{first}"
     finally:
         os.killpg(proc.pid, signal.SIGTERM)
         try:

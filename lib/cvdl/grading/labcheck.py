@@ -565,9 +565,13 @@ def check(fn: Callable, cases: list[Case], *, ref: Callable | None = None, name:
         if reason:
             failures.append(f"case {i}: {reason}")
     if failures:
-        raise AssertionError(f"{name}: {len(failures)} of {len(cases)} cases failed\n  " +
+        raise AssertionError(f"{name}: {len(failures)} of {_cases(len(cases))} failed\n  " +
                              "\n  ".join(failures))
-    print(f"{name}: all {len(cases)} cases passed")
+    print(f"{name}: " + ("the 1 case passed" if len(cases) == 1 else f"all {len(cases)} cases passed"))
+
+
+def _cases(n: int) -> str:
+    return "1 case" if n == 1 else f"{n} cases"
 
 
 def _record(fn, cases, ref, name, atol, rtol, probe, ctx) -> None:
