@@ -13,6 +13,7 @@ convolutional networks*, ECCV 2014 (unpooling with switches).
 """
 from __future__ import annotations
 
+import copy
 import math
 
 import numpy as np
@@ -134,8 +135,6 @@ def convolutionalise(model) -> nn.Sequential:
         conv2.weight.copy_(fc2.weight[:, :, None, None])
         conv2.bias.copy_(fc2.bias)
     layers = [m for m in model.features if not isinstance(m, nn.Flatten)]
-    import copy
-
     return nn.Sequential(*copy.deepcopy(layers), conv1, nn.ReLU(), conv2)
 
 
