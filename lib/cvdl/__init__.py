@@ -22,7 +22,8 @@ Lecture topics, one module each:
 - ``cvdl.caption`` — Show and Tell on a generated scene set, greedy and beam search, BLEU, retrieval
 - ``cvdl.transfer`` — MNIST-M, the gradient-reversal layer and DANN, domain probes, multi-task weights
 - ``cvdl.detection`` — boxes and IoU, selective search, R-CNN's offsets, NMS, AP, the generated canvases
-- ``cvdl.segment`` — mean IoU from the confusion matrix, convolutionalisation, bilinear upsampling, FCN, U-Net
+- ``cvdl.segment`` — mean IoU from the confusion matrix, edge bands, convolutionalisation, bilinear upsampling,
+  FCN, U-Net, colourisation over ab bins (Zhang et al.)
 - ``cvdl.zoo``     — networks to look inside: ImageNet weights when cached, course-trained CNNs otherwise
 
 The instructor's machinery (lab checks, lab generation, sandboxed grading, the ``cvdl`` command)

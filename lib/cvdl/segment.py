@@ -6,6 +6,11 @@ a network's scores are ``[N, K, H, W]``. Every from-scratch function here is che
 reference in ``tests/test_segment.py`` (scikit-learn's ``confusion_matrix`` and ``jaccard_score``,
 ``F.interpolate``, the classifier it was made from).
 
+Colourisation as classification (notebook 11, section 4) follows R. Zhang, P. Isola, A. Efros,
+*Colorful image colorization*, ECCV 2016: the ab plane of Lab colour quantised into cells
+(:func:`ab_bins`, :func:`quantise_ab`), rare colours weighted up (:func:`rebalance_weights`), and
+the predicted distribution decoded by its annealed mean (:func:`annealed_mean`).
+
 Sources: J. Long, E. Shelhamer, T. Darrell, *Fully convolutional networks for semantic
 segmentation*, CVPR 2015; O. Ronneberger, P. Fischer, T. Brox, *U-Net: convolutional networks for
 biomedical image segmentation*, MICCAI 2015; M. Zeiler, R. Fergus, *Visualizing and understanding
@@ -22,8 +27,9 @@ import torch.nn as nn
 
 from . import _checks
 
-__all__ = ["confusion_matrix", "iou_per_class", "mean_iou", "pixel_accuracy", "bilinear_kernel",
-           "bilinear_upsampler", "convolutionalise", "DoubleConv", "UNet", "FCN"]
+__all__ = ["confusion_matrix", "iou_per_class", "mean_iou", "pixel_accuracy", "boundary_band", "bilinear_kernel",
+           "bilinear_upsampler", "convolutionalise", "off_centre", "DoubleConv", "UNet", "FCN", "ab_bins", "quantise_ab",
+           "rebalance_weights", "annealed_mean"]
 
 
 # ----------------------------------------------------------------------------------------------
@@ -76,6 +82,30 @@ def pixel_accuracy(pred, truth) -> float:
     if p.shape != t.shape:
         raise ValueError(f"pred and truth must have the same shape, got {tuple(p.shape)} and {tuple(t.shape)}")
     return float((p == t).double().mean()) if p.numel() else float("nan")
+
+
+def boundary_band(truth, width: int) -> torch.Tensor:
+    """The pixels within ``width`` pixels (chessboard distance) of a class boundary of ``truth``
+    (``[N, H, W]`` or ``[H, W]`` integer class maps) → bool of the same shape. A pixel is *on* a
+    boundary when one of its four neighbours has another class; the band is that set dilated by a
+    ``(2·width + 1)²`` square. Scoring only these pixels (a "trimap", Kohli et al. 2009; used by
+    DeepLab) measures how well a segmentation places its edges, which the mean IoU of large
+    regions hides."""
+    _checks.non_negative_int(width=width)
+    t = torch.as_tensor(truth).long()
+    squeeze = t.ndim == 2
+    if squeeze:
+        t = t[None]
+    if t.ndim != 3:
+        raise ValueError(f"truth must be [N, H, W] or [H, W], got {tuple(t.shape)}")
+    edge = torch.zeros(t.shape, dtype=torch.bool)
+    dy, dx = t[:, 1:, :] != t[:, :-1, :], t[:, :, 1:] != t[:, :, :-1]
+    edge[:, 1:, :] |= dy
+    edge[:, :-1, :] |= dy
+    edge[:, :, 1:] |= dx
+    edge[:, :, :-1] |= dx
+    band = nn.functional.max_pool2d(edge[:, None].float(), 2 * width + 1, 1, width)[:, 0] > 0 if width else edge
+    return band[0] if squeeze else band
 
 
 # ----------------------------------------------------------------------------------------------
@@ -136,6 +166,30 @@ def convolutionalise(model) -> nn.Sequential:
         conv2.bias.copy_(fc2.bias)
     layers = [m for m in model.features if not isinstance(m, nn.Flatten)]
     return nn.Sequential(*copy.deepcopy(layers), conv1, nn.ReLU(), conv2)
+
+
+def off_centre(images: torch.Tensor, seed: int = 0) -> torch.Tensor:
+    """"No digit here" examples for a convolutionalised classifier: each image ``[N, C, H, W]``
+    moved 9–14 pixels left, right, up or down (the rest of the frame zero, so part of it leaves
+    the frame), or — one time in five — blank. Trained as an extra class, they teach the
+    classifier to answer "nothing" unless a digit is centred in its window."""
+    x = torch.as_tensor(images)
+    if x.ndim != 4 or x.shape[-1] < 15 or x.shape[-2] < 15:
+        raise ValueError(f"images must be [N, C, H, W] with H, W >= 15, got {tuple(x.shape)}")
+    g = torch.Generator().manual_seed(seed)
+    shift = torch.randint(9, 15, (len(x),), generator=g).tolist()
+    side = torch.randint(0, 5, (len(x),), generator=g).tolist()
+    out = torch.zeros_like(x)
+    for i, (s, k) in enumerate(zip(shift, side)):
+        if k == 0:
+            out[i, :, :, s:] = x[i, :, :, :-s]        # moved right
+        elif k == 1:
+            out[i, :, :, :-s] = x[i, :, :, s:]        # left
+        elif k == 2:
+            out[i, :, s:, :] = x[i, :, :-s, :]        # down
+        elif k == 3:
+            out[i, :, :-s, :] = x[i, :, s:, :]        # up; k == 4: blank
+    return out
 
 
 # ----------------------------------------------------------------------------------------------
@@ -230,3 +284,66 @@ class FCN(nn.Module):
         s = self.up[0](self.score[2](maps[2])) + self.score[1](maps[1])   # stride 4
         s = self.up[1](s) + self.score[0](maps[0])                        # stride 2
         return self.up[2](s)                                              # stride 1
+
+
+# ----------------------------------------------------------------------------------------------
+# Colourisation as classification over colour bins (Zhang et al. 2016)
+# ----------------------------------------------------------------------------------------------
+
+
+def _ab_pixels(ab) -> torch.Tensor:
+    t = torch.as_tensor(ab, dtype=torch.float32)
+    if t.ndim != 4 or t.shape[1] != 2:
+        raise ValueError(f"ab must be [N, 2, H, W] (the a and b channels of Lab), got {tuple(t.shape)}")
+    return t.permute(0, 2, 3, 1).reshape(-1, 2)
+
+
+def ab_bins(ab, step: float = 10.0) -> torch.Tensor:
+    """The centres ``[Q, 2]`` of the ``step × step`` cells of the ab plane (a and b in about
+    −110 … 110) that hold at least one pixel of ``ab`` ``[N, 2, H, W]``: the colours seen in
+    training (Zhang et al. keep the 313 in-gamut cells of a grid of 10). Sorted by (a, b)."""
+    if not step > 0:
+        raise ValueError(f"step must be > 0, got {step}")
+    cells = torch.unique(torch.floor(_ab_pixels(ab) / step).long(), dim=0)        # [Q, 2], sorted
+    return (cells.float() + 0.5) * step
+
+
+def quantise_ab(ab, centres, chunk: int = 65536) -> torch.Tensor:
+    """Each pixel's nearest bin centre (Euclidean in ab): ``[N, 2, H, W]`` → int64 ``[N, H, W]``."""
+    t = torch.as_tensor(ab, dtype=torch.float32)
+    px, c = _ab_pixels(t), torch.as_tensor(centres, dtype=torch.float32)
+    if c.ndim != 2 or c.shape[1] != 2 or len(c) == 0:
+        raise ValueError(f"centres must be [Q, 2] with Q >= 1, got {tuple(c.shape)}")
+    out = torch.cat([torch.cdist(px[i:i + chunk], c).argmin(1) for i in range(0, len(px), chunk)]) if len(px) \
+        else torch.zeros(0, dtype=torch.int64)
+    return out.reshape(t.shape[0], t.shape[2], t.shape[3])
+
+
+def rebalance_weights(labels, n_bins: int, lam: float = 0.5) -> torch.Tensor:
+    """Zhang et al.'s class weights for the bins: ``w ∝ ((1 − λ)·p + λ / Q)⁻¹`` with ``p`` the
+    bins' frequencies in ``labels``, scaled so that the expected weight ``Σ p·w`` is 1. ``λ = 1``
+    gives equal weights; ``λ → 0`` weights each bin by the inverse of its frequency. The paper
+    also smooths ``p`` with a Gaussian; left out here."""
+    _checks.positive_int(n_bins=n_bins)
+    if not 0 < lam <= 1:
+        raise ValueError(f"lam must be in (0, 1], got {lam}")
+    p = torch.bincount(torch.as_tensor(labels).long().flatten(), minlength=n_bins).double()
+    if len(p) > n_bins:
+        raise ValueError(f"labels hold bin {len(p) - 1}, outside 0 … {n_bins - 1}")
+    p = p / p.sum().clamp(min=1)
+    w = 1 / ((1 - lam) * p + lam / n_bins)
+    return (w / (p * w).sum().clamp(min=1e-30) if p.sum() > 0 else w / w.mean()).float()
+
+
+def annealed_mean(logits, centres, temperature: float = 0.38) -> torch.Tensor:
+    """Decode bin scores ``[N, Q, H, W]`` into colours ``[N, 2, H, W]``: the mean of the bin centres
+    under the distribution sharpened by ``temperature`` (``softmax(logits / T)``, the paper's
+    re-normalised ``exp(log p / T)``). ``T = 1`` is the plain mean (greyish where colours are
+    uncertain); ``T → 0`` the most likely bin (vivid but patchy); the paper takes 0.38."""
+    if not temperature > 0:
+        raise ValueError(f"temperature must be > 0, got {temperature}")
+    z = torch.as_tensor(logits)
+    c = torch.as_tensor(centres, dtype=z.dtype, device=z.device)
+    if z.ndim != 4 or z.shape[1] != len(c):
+        raise ValueError(f"logits must be [N, Q, H, W] with Q = {len(c)} bins, got {tuple(z.shape)}")
+    return torch.einsum("nqhw,qc->nchw", torch.softmax(z / temperature, 1), c)

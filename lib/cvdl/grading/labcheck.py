@@ -196,9 +196,35 @@ def _fixture_dann_pair(seed: int, lr: float = 0.1, stale_grad: bool = False):
     return model, torch.optim.SGD(model.parameters(), lr=lr)
 
 
+def _fixture_baseline_cnn(seed: int, c1: int = 4, c2: int = 6, hidden: int = 8, num_classes: int = 3):
+    """A seeded ``cvdl.models.BaselineCNN`` (random weights, eval mode)."""
+    import torch
+    from ..models import BaselineCNN
+    torch.manual_seed(seed)
+    return BaselineCNN(c1=c1, c2=c2, hidden=hidden, num_classes=num_classes).eval()
+
+
+def _fixture_up_parts(seed: int, c_in: int, c_out: int):
+    """(up, conv): a seeded ``ConvTranspose2d(c_in, c_out, 2, stride=2)`` and a
+    ``cvdl.segment.DoubleConv(2 · c_out, c_out)`` in eval mode with random running statistics —
+    the two layers of one U-Net decoder level."""
+    import torch
+    from torch import nn
+    from ..segment import DoubleConv
+    torch.manual_seed(seed)
+    up, conv = nn.ConvTranspose2d(c_in, c_out, 2, stride=2), DoubleConv(2 * c_out, c_out)
+    with torch.no_grad():
+        for m in conv.modules():
+            if isinstance(m, nn.BatchNorm2d):
+                m.running_mean.uniform_(-0.2, 0.2)
+                m.running_var.uniform_(0.5, 1.5)
+    return up, conv.eval()
+
+
 FIXTURES: dict[str, Callable] = {"linear": _fixture_linear, "small_cnn": _fixture_small_cnn,
                                  "sgd_pair": _fixture_sgd_pair, "char_lm_pair": _fixture_char_lm_pair,
-                                 "captioner": _fixture_captioner, "dann_pair": _fixture_dann_pair}
+                                 "captioner": _fixture_captioner, "dann_pair": _fixture_dann_pair,
+                                 "baseline_cnn": _fixture_baseline_cnn, "up_parts": _fixture_up_parts}
 
 
 @dataclass
@@ -282,7 +308,17 @@ def _probe_step(result, args, kwargs, params: bool = True):
     return {"loss": result, "params": [p.detach().clone() for p in args[0].parameters()]}
 
 
-PROBES: dict[str, Callable] = {"module": _probe_module, "step": _probe_step}
+def _probe_apply(result, args, kwargs, input_shape, seed: int = 0):
+    """A model: its output (no gradient) on a seeded random input of ``input_shape`` in [0, 1)."""
+    import torch
+    if not isinstance(result, torch.nn.Module):
+        raise TypeError(f"expected a torch.nn.Module, got {type(result).__name__}")
+    x = torch.rand(*input_shape, generator=torch.Generator().manual_seed(seed))
+    with torch.no_grad():
+        return result(x)
+
+
+PROBES: dict[str, Callable] = {"module": _probe_module, "step": _probe_step, "apply": _probe_apply}
 
 
 # ----------------------------------------------------------------------------------------------
@@ -748,6 +784,47 @@ class refs:
     def average_precision(scores, tp, n_truth):
         from ..detection import average_precision
         return average_precision(scores, tp, n_truth)[0]
+
+    @staticmethod
+    def convolutionalise(model):
+        from ..segment import convolutionalise
+        return convolutionalise(model)
+
+    @staticmethod
+    def bilinear_kernel(factor):
+        from ..segment import bilinear_kernel
+        return bilinear_kernel(factor)
+
+    @staticmethod
+    def bilinear_upsampler(channels, factor):
+        from ..segment import bilinear_upsampler
+        return bilinear_upsampler(channels, factor)
+
+    @staticmethod
+    def double_conv(c_in, c_out):
+        from ..segment import DoubleConv
+        return DoubleConv(c_in, c_out)
+
+    @staticmethod
+    def up_block(x, skip, up, conv):
+        import torch
+        x = up(x)
+        dh, dw = skip.shape[-2] - x.shape[-2], skip.shape[-1] - x.shape[-1]
+        if dh < 0 or dw < 0:
+            raise ValueError("the skip map is smaller than the upsampled map")
+        skip = skip[..., dh // 2:dh // 2 + x.shape[-2], dw // 2:dw // 2 + x.shape[-1]]
+        return conv(torch.cat([skip, x], 1))
+
+    @staticmethod
+    def confusion_matrix(pred, truth, n_classes):
+        from ..segment import confusion_matrix
+        return confusion_matrix(pred, truth, n_classes)
+
+    @staticmethod
+    def iou_from_confusion(conf):
+        from ..segment import iou_per_class
+        iou = iou_per_class(conf)
+        return iou, (float(np.nanmean(iou.numpy())) if not bool(iou.isnan().all()) else float("nan"))
 
     @staticmethod
     def corpus_bleu(hypotheses, references, n=4):
