@@ -98,6 +98,8 @@ def test_networks_keep_the_image_size(cls, skips):
     out = net(torch.rand(2, 3, 32, 40))
     assert out.shape == (2, 5, 32, 40)
     out.sum().backward()                                          # every part is trainable
+    unused = [n for n, p in net.named_parameters() if p.grad is None]
+    assert not unused, f"parameters that take no part in the output: {unused}"
     with pytest.raises(ValueError, match="divisible"):
         net(torch.rand(1, 3, 30, 32))
 
@@ -129,6 +131,8 @@ def test_boundary_band_matches_a_chessboard_distance_transform():
             np.testing.assert_array_equal(band[n].numpy(), want)
     assert not segment.boundary_band(torch.zeros(5, 5), 2).any(), "one class: no boundary"
     assert segment.boundary_band(truth[0], 1).shape == (20, 24)
+    # a band wider than the image covers every pixel of an image with a boundary
+    assert segment.boundary_band(truth[0], 40).all()
     with pytest.raises(ValueError):
         segment.boundary_band(truth, -1)
 
@@ -140,14 +144,20 @@ def test_ab_bins_and_quantisation_against_brute_force():
     centres = segment.ab_bins(ab, step=10)
     px = ab.permute(0, 2, 3, 1).reshape(-1, 2)
     # every pixel lies in the cell of some centre, and every centre's cell holds a pixel
-    cells = torch.floor(px / 10)
-    assert set(map(tuple, cells.long().tolist())) == set(map(tuple, torch.floor(centres / 10).long().tolist()))
+    cells = torch.round(px / 10)
+    assert set(map(tuple, cells.long().tolist())) == set(map(tuple, torch.round(centres / 10).long().tolist()))
+    assert torch.equal(centres % 10, torch.zeros_like(centres)), "the centres are multiples of the step"
     q = segment.quantise_ab(ab, centres, chunk=50)            # chunks smaller than the pixels: joined right
     _, want = cKDTree(centres.numpy()).query(px.numpy())
     np.testing.assert_array_equal(q.flatten().numpy(), want)
     assert q.shape == (3, 9, 7)
     # a pixel's nearest centre is its own cell's
     np.testing.assert_array_equal(torch.floor(centres[q.flatten()] / 10).numpy(), cells.numpy())
+    # grey has a bin of its own: a grey pixel is quantised to (0, 0), not to a coloured neighbour
+    grey = torch.zeros(1, 2, 2, 2)
+    grey[0, :, 1, 1] = torch.tensor([3.0, -4.0])
+    c = segment.ab_bins(torch.cat([grey, ab[:1, :, :2, :2]]), step=10)
+    assert c[segment.quantise_ab(grey, c)].abs().max() == 0
     with pytest.raises(ValueError, match=r"\[N, 2, H, W\]"):
         segment.ab_bins(torch.zeros(1, 3, 4, 4))
     with pytest.raises(ValueError, match="centres"):
@@ -167,6 +177,9 @@ def test_rebalance_weights():
         segment.rebalance_weights(torch.tensor([3]), 3)
     with pytest.raises(ValueError):
         segment.rebalance_weights(torch.tensor([0]), 3, lam=0.0)
+    with pytest.raises(ValueError, match="bin indices"):
+        segment.rebalance_weights(torch.tensor([0, -1]), 3)
+    torch.testing.assert_close(segment.rebalance_weights(torch.zeros(0, dtype=torch.long), 4), torch.ones(4))
 
 
 def test_annealed_mean_between_the_mean_and_the_mode():
@@ -196,6 +209,9 @@ def test_off_centre_moves_or_blanks_every_image():
         assert max(abs(cy - 13.5), abs(cx - 13.5)) >= 7, "the mass has left the centre"
     with pytest.raises(ValueError):
         segment.off_centre(torch.zeros(3, 28, 28))
+    rgb = x.expand(-1, 3, -1, -1)                      # every channel moved the same way
+    out3 = segment.off_centre(rgb, seed=0)
+    assert torch.equal(out3, out.expand(-1, 3, -1, -1))
 
 
 # ----------------------------------------------------------------------------------------------

@@ -24,6 +24,8 @@ Lecture topics, one module each:
 - ``cvdl.detection`` — boxes and IoU, selective search, R-CNN's offsets, NMS, AP, the generated canvases
 - ``cvdl.segment`` — mean IoU from the confusion matrix, edge bands, convolutionalisation, bilinear upsampling,
   FCN, U-Net, colourisation over ab bins (Zhang et al.)
+- ``cvdl.metric``  — cosine embeddings, pair and triplet losses, negatives mined in a batch, recall@K, exact
+  k-NN and random-hyperplane LSH, an identity set made of MNIST renderings
 - ``cvdl.zoo``     — networks to look inside: ImageNet weights when cached, course-trained CNNs otherwise
 
 The instructor's machinery (lab checks, lab generation, sandboxed grading, the ``cvdl`` command)
@@ -38,7 +40,7 @@ from .report import record, record_array
 __version__ = "0.1.0"
 
 _SUBMODULES = ("arith", "arith_figures", "art", "attacks", "augment", "caption", "config", "conv", "data", "detection", "device",
-               "grading", "models", "plot", "report", "segment", "seq", "train", "transfer", "viz", "zoo")
+               "grading", "metric", "models", "plot", "report", "segment", "seq", "train", "transfer", "viz", "zoo")
 
 
 def __getattr__(name):  # ``cvdl.plot`` etc. work without importing each submodule first

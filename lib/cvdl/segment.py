@@ -98,7 +98,7 @@ def boundary_band(truth, width: int) -> torch.Tensor:
         t = t[None]
     if t.ndim != 3:
         raise ValueError(f"truth must be [N, H, W] or [H, W], got {tuple(t.shape)}")
-    edge = torch.zeros(t.shape, dtype=torch.bool)
+    edge = torch.zeros_like(t, dtype=torch.bool)
     dy, dx = t[:, 1:, :] != t[:, :-1, :], t[:, :, 1:] != t[:, :, :-1]
     edge[:, 1:, :] |= dy
     edge[:, :-1, :] |= dy
@@ -149,7 +149,7 @@ def convolutionalise(model) -> nn.Sequential:
     weights: its first fully connected layer (on the ``[c2, 4, 4]`` feature map) becomes a 4 × 4
     convolution, the second a 1 × 1 convolution. On a 28 × 28 image it computes exactly the
     classifier's scores (``[N, K, 1, 1]``); on a larger ``[N, 1, H, W]`` image it returns a map
-    ``[N, K, (H − 28) / 4 + 1, (W − 28) / 4 + 1]``: at ``(i, j)`` the classifier applied to the
+    ``[N, K, ⌊(H − 28) / 4⌋ + 1, ⌊(W − 28) / 4⌋ + 1]``: at ``(i, j)`` the classifier applied to the
     28 × 28 crop at ``(4i, 4j)`` (the two poolings make its stride 4)."""
     from .models import BaselineCNN
 
@@ -266,7 +266,9 @@ class FCN(nn.Module):
         for w in widths:
             self.stages.append(DoubleConv(c, w))
             c = w
-        self.score = nn.ModuleList(nn.Conv2d(w, n_classes, 1) for w in widths)   # at strides 2, 4, 8
+        # class scores at strides 2, 4, 8 (without skips only the stride-8 ones exist)
+        self.score = nn.ModuleList(nn.Conv2d(w, n_classes, 1) if skips or i == 2 else nn.Identity()
+                                   for i, w in enumerate(widths))
         if skips:
             self.up = nn.ModuleList(bilinear_upsampler(n_classes, 2) for _ in range(3))
         else:
@@ -301,15 +303,20 @@ def _ab_pixels(ab) -> torch.Tensor:
 def ab_bins(ab, step: float = 10.0) -> torch.Tensor:
     """The centres ``[Q, 2]`` of the ``step × step`` cells of the ab plane (a and b in about
     −110 … 110) that hold at least one pixel of ``ab`` ``[N, 2, H, W]``: the colours seen in
-    training (Zhang et al. keep the 313 in-gamut cells of a grid of 10). Sorted by (a, b)."""
+    training. As in Zhang et al. (who keep the 313 in-gamut cells of a grid of 10) the centres
+    are the multiples of ``step`` — grey, (0, 0), is one of them — and a pixel's cell is the one
+    whose centre is nearest (``round(ab / step)``). Sorted by (a, b)."""
     if not step > 0:
         raise ValueError(f"step must be > 0, got {step}")
-    cells = torch.unique(torch.floor(_ab_pixels(ab) / step).long(), dim=0)        # [Q, 2], sorted
-    return (cells.float() + 0.5) * step
+    cells = torch.unique(torch.round(_ab_pixels(ab) / step).long(), dim=0)        # [Q, 2], sorted
+    return cells.float() * step
 
 
 def quantise_ab(ab, centres, chunk: int = 65536) -> torch.Tensor:
-    """Each pixel's nearest bin centre (Euclidean in ab): ``[N, 2, H, W]`` → int64 ``[N, H, W]``."""
+    """Each pixel's nearest bin centre (Euclidean in ab): ``[N, 2, H, W]`` → int64 ``[N, H, W]``.
+    Hard labels: the paper soft-encodes each pixel over its 5 nearest bins (a Gaussian of σ = 5);
+    left out here. (``cdist`` may compute large batches by a matrix product, so a pixel exactly
+    half-way between two centres can go either way.)"""
     t = torch.as_tensor(ab, dtype=torch.float32)
     px, c = _ab_pixels(t), torch.as_tensor(centres, dtype=torch.float32)
     if c.ndim != 2 or c.shape[1] != 2 or len(c) == 0:
@@ -327,7 +334,10 @@ def rebalance_weights(labels, n_bins: int, lam: float = 0.5) -> torch.Tensor:
     _checks.positive_int(n_bins=n_bins)
     if not 0 < lam <= 1:
         raise ValueError(f"lam must be in (0, 1], got {lam}")
-    p = torch.bincount(torch.as_tensor(labels).long().flatten(), minlength=n_bins).double()
+    labels = torch.as_tensor(labels).long().flatten()
+    if len(labels) and labels.min() < 0:
+        raise ValueError(f"labels must be bin indices 0 … {n_bins - 1}, got {int(labels.min())}")
+    p = torch.bincount(labels, minlength=n_bins).double()
     if len(p) > n_bins:
         raise ValueError(f"labels hold bin {len(p) - 1}, outside 0 … {n_bins - 1}")
     p = p / p.sum().clamp(min=1)

@@ -244,8 +244,9 @@ class Case:
         self.expect = None if expect is ... else expect
 
     def materialise(self) -> tuple[list, dict]:
-        """Fresh argument values (a function may modify its inputs). Fixtures come first:
-        ``Fixture("sgd_pair")`` in position 0 is unpacked into two arguments."""
+        """Fresh argument values (a function may modify its inputs). A fixture that builds a
+        tuple is unpacked where it stands: ``Fixture("sgd_pair")`` becomes two arguments (model,
+        optimiser), ``Fixture("up_parts", ...)`` after two tensors the third and fourth."""
         args: list = []
         for a in self.args:
             v = _make(a)
