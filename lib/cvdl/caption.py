@@ -570,4 +570,4 @@ def recall_at_k(sim: torch.Tensor, positive: torch.Tensor, k: int) -> float:
     if positive.shape != sim.shape:
         raise ValueError(f"positive must be [Q, M] = {tuple(sim.shape)}, got {tuple(positive.shape)}")
     top = sim.topk(min(k, sim.shape[1]), dim=1).indices                # [Q, k]
-    return float(positive.gather(1, top).any(1).float().mean())
+    return float(positive.gather(1, top).any(1).double().mean())

@@ -828,6 +828,48 @@ class refs:
         return iou, (float(np.nanmean(iou.numpy())) if not bool(iou.isnan().all()) else float("nan"))
 
     @staticmethod
+    def cosine_matrix(a, b):
+        from ..metric import cosine_matrix
+        return cosine_matrix(a, b)
+
+    @staticmethod
+    def pair_loss(sim, same, margin=0.0):
+        from ..metric import pair_loss
+        return pair_loss(sim, same, margin)
+
+    @staticmethod
+    def cosine_triplet_loss(anchor, positive, negative, margin=0.2):
+        import torch.nn as nn
+        import torch.nn.functional as F
+        loss = nn.TripletMarginWithDistanceLoss(distance_function=lambda x, y: 1 - F.cosine_similarity(x, y),
+                                                margin=margin) if margin > 0 else None
+        if loss is None:                 # PyTorch refuses margin 0; the same formula
+            return F.relu(margin - F.cosine_similarity(anchor, positive) + F.cosine_similarity(anchor, negative)).mean()
+        return loss(anchor, positive, negative)
+
+    @staticmethod
+    def semihard_negatives(sim, labels, anchors, positives):
+        from ..metric import mine_negatives
+        return mine_negatives(sim, labels, anchors, positives, "semihard")
+
+    @staticmethod
+    def recall_at_k(queries, query_labels, database, database_labels, k):
+        from ..metric import recall_at_k
+        return recall_at_k(queries, query_labels, database, database_labels, ks=(k,))[k]
+
+    @staticmethod
+    def hyperplane_codes(x, planes):
+        from ..metric import HyperplaneLSH
+        lsh = HyperplaneLSH(planes.shape[2], planes.shape[1], planes.shape[0])
+        lsh.planes = planes.float()
+        return lsh.codes(x)
+
+    @staticmethod
+    def lsh_candidates(query_codes, database_codes):
+        import torch
+        return torch.nonzero((database_codes == query_codes[None, :]).any(1)).flatten()
+
+    @staticmethod
     def corpus_bleu(hypotheses, references, n=4):
         from ..caption import bleu
         return bleu(hypotheses, references, n).score
