@@ -273,7 +273,7 @@ class HyperplaneLSH:
         self.buckets: list[dict[int, torch.Tensor]] = []
 
     def bits_of(self, x) -> torch.Tensor:
-        """The sign bits ``[N, T, B]`` (bool: projection > 0)."""
+        """The sign bits ``[N, T, B]`` (bool: projection > 0), computed in float32."""
         x = _rows(x, "x").float()
         if x.shape[1] != self.dim:
             raise ValueError(f"x must have dimension {self.dim}, got {x.shape[1]}")
