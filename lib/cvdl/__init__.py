@@ -26,6 +26,8 @@ Lecture topics, one module each:
   FCN, U-Net, colourisation over ab bins (Zhang et al.)
 - ``cvdl.metric``  — cosine embeddings, pair and triplet losses, negatives mined in a batch, recall@K, exact
   k-NN and random-hyperplane LSH, an identity set made of MNIST renderings
+- ``cvdl.video``   — moving digits with labels that need one frame / motion / order, single-frame, late,
+  early and slow fusion, optical flow (scikit-image) and two streams, a CNN + LSTM over frames
 - ``cvdl.zoo``     — networks to look inside: ImageNet weights when cached, course-trained CNNs otherwise
 
 The instructor's machinery (lab checks, lab generation, sandboxed grading, the ``cvdl`` command)
@@ -40,7 +42,7 @@ from .report import record, record_array
 __version__ = "0.1.0"
 
 _SUBMODULES = ("arith", "arith_figures", "art", "attacks", "augment", "caption", "config", "conv", "data", "detection", "device",
-               "grading", "metric", "models", "plot", "report", "segment", "seq", "train", "transfer", "viz", "zoo")
+               "grading", "metric", "models", "plot", "report", "segment", "seq", "train", "transfer", "video", "viz", "zoo")
 
 
 def __getattr__(name):  # ``cvdl.plot`` etc. work without importing each submodule first

@@ -221,10 +221,28 @@ def _fixture_up_parts(seed: int, c_in: int, c_out: int):
     return up, conv.eval()
 
 
+def _fixture_clip_parts(seed: int, channels: int = 1, features: int = 6, classes: int = 3, head_in: int = 1,
+                        hidden: int | None = None):
+    """The parts of a clip classifier, seeded, in eval mode: a small per-frame ``tower`` (conv 3×3
+    to 4 channels, ReLU, average-pooled to 2×2, linear to ``features``) and a linear ``head`` from
+    ``head_in · features`` (or, with ``hidden``, from an ``nn.LSTM(features, hidden,
+    batch_first=True)`` placed between them) to ``classes`` → ``(tower, head)`` or
+    ``(tower, lstm, head)``."""
+    import torch
+    from torch import nn
+    torch.manual_seed(seed)
+    tower = nn.Sequential(nn.Conv2d(channels, 4, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(2), nn.Flatten(),
+                          nn.Linear(16, features)).eval()
+    if hidden is None:
+        return tower, nn.Linear(head_in * features, classes).eval()
+    return tower, nn.LSTM(features, hidden, batch_first=True).eval(), nn.Linear(hidden, classes).eval()
+
+
 FIXTURES: dict[str, Callable] = {"linear": _fixture_linear, "small_cnn": _fixture_small_cnn,
                                  "sgd_pair": _fixture_sgd_pair, "char_lm_pair": _fixture_char_lm_pair,
                                  "captioner": _fixture_captioner, "dann_pair": _fixture_dann_pair,
-                                 "baseline_cnn": _fixture_baseline_cnn, "up_parts": _fixture_up_parts}
+                                 "baseline_cnn": _fixture_baseline_cnn, "up_parts": _fixture_up_parts,
+                                 "clip_parts": _fixture_clip_parts}
 
 
 @dataclass
@@ -868,6 +886,36 @@ class refs:
     def lsh_candidates(query_codes, database_codes):
         import torch
         return torch.nonzero((database_codes == query_codes[None, :]).any(1)).flatten()
+
+    @staticmethod
+    def stack_frames(clips):
+        from ..video import stack_frames
+        return stack_frames(clips)
+
+    @staticmethod
+    def late_fusion(clips, tower, head):
+        from ..video import late_fusion
+        return late_fusion(clips, tower, head)
+
+    @staticmethod
+    def pooled_fusion(clips, tower, head):
+        from ..video import pooled_fusion
+        return pooled_fusion(clips, tower, head)
+
+    @staticmethod
+    def frame_differences(clips):
+        from ..video import frame_differences
+        return frame_differences(clips)
+
+    @staticmethod
+    def endpoint_error(flow, reference, mask=None):
+        from ..video import endpoint_error
+        return endpoint_error(flow, reference, mask)
+
+    @staticmethod
+    def lstm_clip_scores(clips, tower, lstm, head):
+        from ..video import lstm_scores
+        return lstm_scores(clips, tower, lstm, head)
 
     @staticmethod
     def corpus_bleu(hypotheses, references, n=4):
