@@ -216,6 +216,22 @@ def test_zero_length_and_wrong_length_clips_are_clear_errors(name):
     if name in ("early fusion", "slow fusion"):
         with pytest.raises(ValueError, match="built for clips of 8 frames"):
             m(torch.rand(2, 6, 1, 32, 32))
+    with pytest.raises(ValueError, match="32, 32"):
+        m(torch.rand(2, 8, 1, 28, 28))                                # the wrong frame size, said as such
+    with pytest.raises(ValueError, match=r"\[B, "):
+        m(torch.rand(2, 8, 3, 32, 32))                                # the wrong number of channels
+
+
+def test_time_padding_covers_every_frame():
+    for t in range(1, 30):
+        for k in (2, 3, 4, 5):
+            for stride in range(1, k + 1):            # a stride beyond the kernel skips frames whatever the padding
+                pad = video._time_padding(t, k, stride)
+                covered = set()
+                for start in range(0, t + pad - k + 1, stride):
+                    covered |= set(range(start, start + k))
+                assert set(range(t)) <= covered, (t, k, stride, pad)
+                assert pad < k + stride, "no more padding than needed"
 
 
 def test_flow_stream_and_score_fusion():
@@ -223,6 +239,8 @@ def test_flow_stream_and_score_fusion():
     assert m(torch.rand(2, 7, 2, 32, 32)).shape == (2, 5)
     with pytest.raises(ValueError, match="2 channels"):
         m(torch.rand(2, 7, 1, 32, 32))
+    with pytest.raises(ValueError, match="built for 7 flow fields per clip"):
+        m(torch.rand(2, 5, 2, 32, 32))
     a, b = torch.randn(4, 5), torch.randn(4, 5)
     fused = video.fuse_scores(a, b)
     torch.testing.assert_close(fused, (F.softmax(a, 1) + F.softmax(b, 1)) / 2)

@@ -180,16 +180,16 @@ def true_flow(clipset: ClipSet, threshold: float = 0.0) -> tuple[torch.Tensor, t
 
 
 def check_clips(x, frames: int | None = None, name: str = "clips") -> torch.Tensor:
-    """``x`` must be a float clip batch ``[B, T, C, H, W]`` with T ≥ 1 (and T = ``frames`` when
-    given); returns it. A zero-length clip is an error, not an empty answer."""
+    """``x`` must be a clip batch ``[B, T, C, H, W]`` (any dtype) with T ≥ 1 (and T = ``frames``
+    when given); returns it. A zero-length clip is an error, not an empty answer."""
     t = _checks.tensor(x, name)
     if t.ndim != 5:
         raise ValueError(f"{name} must be [B, T, C, H, W] clips, got shape {tuple(t.shape)}")
     if t.shape[1] == 0:
         raise ValueError(f"{name} has zero frames (shape {tuple(t.shape)}): a clip needs at least one")
     if frames is not None and t.shape[1] != frames:
-        raise ValueError(f"this model was built for clips of {frames} frames, got {t.shape[1]} "
-                         f"(shape {tuple(t.shape)})")
+        what = f"{frames} flow fields per clip" if name == "flow" else f"clips of {frames} frames"
+        raise ValueError(f"this model was built for {what}, got {t.shape[1]} (shape {tuple(t.shape)})")
     return t
 
 
@@ -218,8 +218,9 @@ def optical_flow(clips, method: str = "ilk", radius: int = 4, num_warp: int = 3,
                  progress: bool = True) -> torch.Tensor:
     """Optical flow between consecutive frames with scikit-image (``"ilk"``: iterative
     Lucas–Kanade, ``optical_flow_ilk(radius=radius, num_warp=num_warp)``; ``"tvl1"``: TV-L1,
-    ``optical_flow_tvl1(num_warp=num_warp)``; scikit-image's default is 10 warps — 3 costs a
-    third and, on these clips, loses little: measured in notebook 13)
+    ``optical_flow_tvl1(num_warp=num_warp)``, ``radius`` unused; scikit-image's defaults are 10
+    warps for Lucas–Kanade and 5 for TV-L1 — for Lucas–Kanade on these clips 3 warps cost about a
+    quarter of 10 and are as close on the strokes: notebook 13 measures and asserts it)
     → float ``[N, T − 1, 2, H, W]``, (row, column) per pixel of frame ``t`` pointing to frame
     ``t + 1`` — the convention of :func:`true_flow`. ``clips``: uint8 or float ``[N, T, 1, H, W]``
     (grey). Cached in the course's cache (``generated/``), keyed by the clips' bytes and the method."""
@@ -300,7 +301,7 @@ class FrameTower(nn.Module):
         _checks.positive_int(in_channels=in_channels, features=features, size=size, width=width)
         if size % 8:
             raise ValueError(f"size must be a multiple of 8 (three 2× poolings), got {size}")
-        self.in_channels, self.features = in_channels, features
+        self.in_channels, self.features, self.size = in_channels, features, size
         conv = lambda i, o: nn.Conv2d(i, o, 3, padding=1, padding_mode="circular")   # noqa: E731
         self.body = nn.Sequential(conv(in_channels, width), nn.ReLU(), nn.MaxPool2d(2),
                                   conv(width, 2 * width), nn.ReLU(), nn.MaxPool2d(2),
@@ -308,6 +309,9 @@ class FrameTower(nn.Module):
         self.fc = nn.Linear(2 * width * ((size // 8) ** 2 + 1), features)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.ndim != 4 or x.shape[1] != self.in_channels or x.shape[-2:] != (self.size, self.size):
+            raise ValueError(f"this tower takes [B, {self.in_channels}, {self.size}, {self.size}] frames, "
+                             f"got shape {tuple(x.shape)}")
         m = self.body(x)
         return self.fc(torch.cat([m.amax((2, 3)), m.flatten(1)], 1))
 
@@ -405,7 +409,7 @@ class EarlyFusion(nn.Module):
 
 def _time_padding(t: int, k: int, stride: int) -> int:
     """Zero frames to add at the end so that a temporal kernel ``k`` with ``stride`` covers all ``t``."""
-    return max(k - t, 0) + (max(t, k) - k) % stride
+    return max(k - t, 0) + (-(max(t, k) - k)) % stride
 
 
 class SlowFusion(nn.Module):
@@ -421,7 +425,7 @@ class SlowFusion(nn.Module):
             raise ValueError(f"slow fusion needs at least 4 frames, got {frames}")
         if size % 8:
             raise ValueError(f"size must be a multiple of 8 (three 2× poolings), got {size}")
-        self.frames = frames
+        self.frames, self.size = frames, size
         self.pads = [_time_padding(frames, 4, 2)]
         t1 = (frames + self.pads[0] - 4) // 2 + 1
         self.pads.append(_time_padding(t1, 2, 2))
@@ -435,7 +439,11 @@ class SlowFusion(nn.Module):
         self.head = nn.Linear(features, classes)
 
     def forward(self, x):
-        m = check_clips(x, self.frames).transpose(1, 2)              # Conv3d wants [B, C, T, H, W]
+        x = check_clips(x, self.frames)
+        if x.shape[2] != 1 or x.shape[-2:] != (self.size, self.size):
+            raise ValueError(f"slow fusion takes [B, {self.frames}, 1, {self.size}, {self.size}] clips, "
+                             f"got shape {tuple(x.shape)}")
+        m = x.transpose(1, 2)                                         # Conv3d wants [B, C, T, H, W]
         for conv, pad in zip(self.convs, self.pads):
             if pad:
                 m = F.pad(m, (0, 0, 0, 0, 0, pad))
