@@ -74,7 +74,7 @@ def test_notebook_runs_in_smoke_mode(path, tmp_path, notebook_times):
 # The notebooks that use the real ImageNet networks when their weights are present must also run
 # without them: the weights are made unavailable (CVDL_UNAVAILABLE), the fallback message is
 # printed once, and the notebook carries on with the course-trained networks.
-IMAGENET_NOTEBOOKS = [p for p in NOTEBOOKS if p.name[:2] in ("03", "04", "05", "06", "08", "12")]
+IMAGENET_NOTEBOOKS = [p for p in NOTEBOOKS if p.name[:2] in ("03", "04", "05", "06", "08", "12", "13")]
 
 
 @pytest.mark.notebooks
