@@ -283,15 +283,13 @@ def train_one_epoch(model: nn.Module, batches: Iterable, loss_fn: Callable, opti
 
 
 @torch.no_grad()
-@torch.no_grad()
 def evaluate(model: nn.Module, data, *, loss_fn: Callable = F.cross_entropy, metrics: Mapping | None = None,
              forward: Callable = supervised, device: torch.device | str | None = None,
              batch_size: int = 1024) -> dict[str, float]:
     """Mean loss and metrics of ``model`` on ``data`` (the forms :func:`fit` accepts), in eval mode.
 
     Returns ``{"loss": ..., <metric>: ..., "n": items}``; with the default loss the metric is
-    ``"acc"`` (see :func:`fit`). No gradients are kept (a clip model's batch of 1 024 clips would
-    otherwise hold every frame's activations).
+    ``"acc"`` (see :func:`fit`).
     """
     _checks.module(model)
     device = torch.device(device) if device is not None else _checks.model_device(model)
