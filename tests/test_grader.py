@@ -7,21 +7,31 @@ is cut by the timeout while the others are graded in parallel.
 from __future__ import annotations
 
 import csv
+import hashlib
 import json
+import os
+import re
+import resource
 import shutil
+import signal
+import subprocess
+import sys
 import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from cvdl.grading import cli, grade, labcheck, labs
+from cvdl.grading import cli, grade, labcheck, labs, limits
 
 ROOT = Path(__file__).resolve().parents[1]
 LAB = "01_convolution"
 SOLUTION = ROOT / "solutions" / f"{LAB}.ipynb"
 STUDENT = ROOT / "labs" / f"{LAB}.ipynb"
 HAVE_BWRAP = grade.sandbox_kind(grade.Options().sandbox) == "bwrap"  # CVDL_SANDBOX=none tests the fallback
+LIMITER = limits.whole_sandbox(2048 + limits.HEADROOM_MB, want=grade.Options().limits)  # CVDL_LIMITS=watchdog
+CGROUP = LIMITER.kind != "watchdog"
+SECRET = "cvdl-zoo-secret-" + hashlib.sha256(str(time.time()).encode()).hexdigest()[:12]
 ZOO_TIMEOUT_S = 60  # generous: a loaded 2-core CI box can take 20 s to import torch
 
 WRONG = {  # plausible but wrong answers: right shapes and types, wrong values
@@ -131,7 +141,141 @@ def _zoo(root: Path, victim: Path, gradebook: Path) -> dict[str, object]:
         "    t = lambda a: None if a is None else torch.from_numpy(np.asarray(a, dtype=np.float64))\n"
         "    return F.conv2d(t(x), t(w), t(b), stride=stride, padding=padding).numpy()")})
     zoo["missing"] = None
+
+    # --- 1. nothing secret inside the sandbox: the job file, the job folder and the library
+    leak = ("import glob, os\n"
+            "_found = []\n"
+            "for _p in ['../job.json'] + glob.glob('../**', recursive=True) + glob.glob('/job/**', recursive=True):\n"
+            "    try:\n"
+            "        _t = open(_p, errors='replace').read()\n"
+            "    except Exception:\n"
+            "        continue\n"
+            "    _found += [f'{_p}: {_m}' for _m in ('BEGIN ' + 'HIDDEN', '_ref_' + 'gradients', 'seed=' + '21',\n"
+            "                                         'ref' + 's.conv2d', 'expect' + '=') if _m in _t]\n"
+            "if _found:\n"
+            "    raise RuntimeError('LEAK ' + '; '.join(_found[:5]))\n")
+    zoo["read_job"] = _with(sol, prefix={"orientation_histogram": leak})
+    if HAVE_BWRAP:  # the fallback mode can read the library's references (it says so)
+        zoo["read_library"] = _with(sol, prefix={"orientation_histogram": (
+            "import glob, cvdl, os\n"
+            "_lib = os.path.dirname(cvdl.__file__)\n"
+            "_seen = [os.path.basename(p) for p in glob.glob(_lib + '/grad' + 'ing/*.py')]\n"
+            "_bad = [n for n in _seen if n not in ('__init__.py', 'labcheck.py', 'labrun.py')]\n"
+            "if _bad or not _seen:\n"
+            "    raise RuntimeError('LEAK ' + ', '.join(_bad))\n")})
+    # --- 2. the forbidden-name rule's bypasses, each a working shortcut without the rule
+    zoo["bypass_names"] = _with(sol, answers={
+        "correlate2d": ("import torch as _t\n"
+                        "_f = getattr(_t.nn.functional, 'conv' + '2d')\n"
+                        "def correlate2d(image, kernel):\n"
+                        "    x = _t.from_numpy(np.asarray(image, dtype=np.float64))[None, None]\n"
+                        "    w = _t.from_numpy(np.asarray(kernel, dtype=np.float64))[None, None]\n"
+                        "    return _f(x, w)[0, 0].numpy()"),
+        "conv2d": ("%run -m cvdl.conv\n"
+                   "_lib = conv2d\n"
+                   "def conv2d(x, w, b=None, stride=1, padding=0):\n"
+                   "    return _lib(x, w, b, stride=stride, padding=padding)"),
+        "image_gradients": ("def image_gradients(image):\n"
+                            "    return _gradients_helper(image)"),
+        "orientation_histogram": right["orientation_histogram"] + (
+            "\n\nimport torch as _t2\n"
+            "def _gradients_helper(image):\n"
+            "    x = _t2.from_numpy(np.asarray(image, dtype=np.float64))[None, None]\n"
+            "    kx = _t2.tensor([[[[-1.0, 0.0, 1.0]]]], dtype=_t2.float64)\n"
+            "    gx = _t2.nn.functional.conv2d(x, kx, padding=(0, 1))[0, 0].numpy()\n"
+            "    gy = _t2.nn.functional.conv2d(x, kx.transpose(2, 3), padding=(1, 0))[0, 0].numpy()\n"
+            "    gx[:, [0, -1]] = 0\n"
+            "    gy[[0, -1], :] = 0\n"
+            "    return gx, gy\n")})
+    zoo["bypass_cell_magic"] = _with(sol, answers={"conv2d": (
+        "%%capture\n"
+        "import torch\nimport torch.nn.functional as F\n"
+        "def conv2d(x, w, b=None, stride=1, padding=0):\n"
+        "    t = lambda a: None if a is None else torch.from_numpy(np.asarray(a, dtype=np.float64))\n"
+        "    return F.conv2d(t(x), t(w), t(b), stride=stride, padding=padding).numpy()")})
+    # --- 3. the grader's environment
+    if HAVE_BWRAP:
+        zoo["read_environ"] = _with(sol, prefix={"orientation_histogram": (
+            "import glob, os\n"
+            "_env = [open(p, 'rb').read() for p in glob.glob('/proc/*/environ') if os.access(p, os.R_OK)]\n"
+            f"if any(b'CVDL_ZOO_SECRET' in e for e in _env) or 'CVDL_ZOO_SECRET' in os.environ:\n"
+            "    raise RuntimeError('LEAK ' + str([e for e in _env if b'CVDL_ZOO_SECRET' in e])[:300])\n")})
+    # --- 4. limits on the sandbox as a whole
+    if HAVE_BWRAP:
+        zoo["fill_shm"] = _with(sol, prefix={"orientation_histogram": (
+            "_written = {}\n"
+            "for _d in ('/dev/shm', '/tmp'):\n"
+            "    _written[_d] = 0\n"
+            "    try:\n"
+            "        with open(_d + '/fill', 'wb') as _f:\n"
+            "            for _ in range(128):\n"
+            "                _f.write(b'x' * (8 << 20))\n"
+            "                _f.flush()\n"
+            "                _written[_d] += 8 << 20\n"
+            "    except OSError:\n"
+            "        pass\n"
+            "if max(_written.values()) > (200 << 20):\n"
+            "    raise RuntimeError(f'LEAK wrote {_written}')\n")})
+    zoo["many_processes"] = _with(sol, prefix={"orientation_histogram": (
+        "import os, time\n"
+        "_n = 0\n"
+        "for _ in range(200):\n"
+        "    try:\n"
+        "        _pid = os.fork()\n"
+        "    except OSError:\n"
+        "        break\n"
+        "    if _pid == 0:\n"
+        "        time.sleep(60)\n"
+        "        os._exit(0)\n"
+        "    _n += 1\n"
+        "if _n >= 64:\n"
+        "    raise RuntimeError(f'LEAK forked {_n}')\n")})
+    zoo["shared_memory"] = _with(sol, prefix={"conv2d": (
+        "import mmap\n"
+        "_m = mmap.mmap(-1, 3300 << 20, flags=mmap.MAP_SHARED | mmap.MAP_ANONYMOUS)\n"
+        "_a = np.frombuffer(_m, dtype=np.uint8)\n"
+        "for _i in range(0, len(_a), 64 << 20):\n"
+        "    _a[_i:_i + (64 << 20):4096] = 1\n")})
+    # --- 5. result files made to exhaust the verdict
+    zoo["forged_results"] = _with(sol, prefix={"orientation_histogram": (
+        "import json\n"
+        "np.save('../out/results/big.npy', np.zeros(15_000_000, dtype=np.float32))\n"
+        "_ref = ['ndarray', 'big.npy']\n"
+        "json.dump([['list', [_ref] * 9000]] * 6, open('../out/results/test_conv2d.json', 'w'))\n"
+        "open('../out/results/test_image_gradients.json', 'w').write('[' * 200000 + ']' * 200000)\n")})
+    zoo["nested_notebook"] = b'{"cells": ' + b"[" * 200_000 + b"]" * 200_000 + b"}"
+    # --- 7. a student's own grade_id, 50 kB long
+    long_id = _with(sol)
+    for _ in range(2):
+        long_id["cells"].append({"cell_type": "code", "execution_count": None, "outputs": [], "source": "x = 1",
+                                 "metadata": {"nbgrader": {"grade_id": "g" * 50_000, "solution": True, "grade": False}}})
+    zoo["long_grade_id"] = long_id
+    # --- 8. statuses
+    zoo["forged_done"] = _with(sol, prefix={"conv2d": (
+        "import json, os\n"
+        "with open('../out/progress.jsonl', 'a') as _f:\n"
+        "    for _i in range(40):\n"
+        "        _f.write(json.dumps({'cell': _i, 'event': 'ok', 'seconds': 0}) + '\\n')\n"
+        "    _f.write(json.dumps({'event': 'done'}) + '\\n')\n"
+        "os._exit(0)")})
+    zoo["byte_order_mark"] = b"\xef\xbb\xbf" + labs.dumps_notebook(sol).encode()
     return zoo
+
+
+def _oddities(subs: Path) -> None:
+    """Submissions that are not regular files, and student names that a gradebook must survive."""
+    (subs / "link_to_solution").mkdir()
+    (subs / "link_to_solution" / f"{LAB}.ipynb").symlink_to(SOLUTION)
+    (subs / "link_folder").symlink_to(ROOT / "solutions", target_is_directory=True)
+    (subs / "fifo").mkdir()
+    os.mkfifo(subs / "fifo" / f"{LAB}.ipynb")
+    (subs / "dev_zero").mkdir()
+    (subs / "dev_zero" / f"{LAB}.ipynb").symlink_to("/dev/zero")
+    (subs / "two_notebooks").mkdir()
+    for n in ("draft.ipynb", "final.ipynb"):
+        shutil.copy(STUDENT, subs / "two_notebooks" / n)
+    for name in ("=1+2", "x y", "x_y-" + hashlib.sha256(b"x y").hexdigest()[:8], "Alice", "alice"):
+        (subs / name).mkdir()       # no notebook: "missing" rows, each with its own feedback file
 
 
 # student → (status, points, a phrase the reason must contain)
@@ -155,7 +299,39 @@ EXPECTED = {
     "uses_library": ("ok", 7, "solution cell 'conv2d' uses torch"),
     "missing": ("missing", 0, "no submission"),
     "not_on_time": ("missing", 0, "no submission"),   # on the roster, nothing handed in
+    # 1. secrets
+    "read_job": ("ok", 10, "4 of 4 parts passed"),
+    "read_library": ("ok", 10, "4 of 4 parts passed"),
+    # 2. bypasses of the forbidden-name rule
+    "bypass_names": ("ok", 3, "getattr with a computed name"),
+    "bypass_cell_magic": ("ok", 7, "solution cell 'conv2d' uses torch"),
+    # 3. environment
+    "read_environ": ("ok", 10, "4 of 4 parts passed"),
+    # 4. whole-sandbox limits (a cgroup makes fork fail; the watchdog kills the sandbox)
+    "fill_shm": ("ok", 10, "4 of 4 parts passed"),
+    "many_processes": ("ok", 10, "4 of 4 parts passed") if CGROUP else ("crashed", 7, "process limit"),
+    "shared_memory": ("crashed", 2, "memory limit"),
+    # 5. the verdict's reading
+    "forged_results": ("ok", 5, "2 of 4 parts passed"),
+    "nested_notebook": ("invalid notebook", 0, "nested too deeply"),
+    # 6. not regular files
+    "link_to_solution": ("invalid notebook", 0, "symbolic link"),
+    "link_folder": ("invalid notebook", 0, "symbolic link"),
+    "fifo": ("invalid notebook", 0, "not a regular file"),
+    "dev_zero": ("invalid notebook", 0, "symbolic link"),
+    # 7. gradebook integrity
+    "long_grade_id": ("ok", 10, "appears twice"),
+    "=1+2": ("missing", 0, "no notebook"),
+    "x y": ("missing", 0, "no notebook"),
+    "x_y-" + hashlib.sha256(b"x y").hexdigest()[:8]: ("missing", 0, "no notebook"),
+    "Alice": ("missing", 0, "no notebook"),
+    "alice": ("missing", 0, "no notebook"),
+    # 8. statuses
+    "forged_done": ("crashed", 2, "exited before the end of the notebook while running solution cell 'conv2d'"),
+    "byte_order_mark": ("ok", 10, "4 of 4 parts passed"),
+    "two_notebooks": ("missing", 0, "2 notebooks (draft.ipynb, final.ipynb), none named 01_convolution.ipynb"),
 }
+BWRAP_ONLY = ("read_solutions", "write_outside", "read_library", "read_environ", "fill_shm")
 
 
 @pytest.fixture(scope="module")
@@ -174,25 +350,32 @@ def zoo_run(tmp_path_factory):
             (folder / f"{LAB}.ipynb").write_bytes(nb)
         else:
             labs.write_notebook(nb, folder / f"{LAB}.ipynb")
-    before = {p: p.read_bytes() for p in subs.rglob("*.ipynb")}
+    _oddities(subs)
+    before = {p: p.read_bytes() for p in subs.rglob("*.ipynb") if p.is_file() and not p.is_symlink()}
     opts = grade.Options(timeout=ZOO_TIMEOUT_S, memory_mb=2048, jobs=3, progress=False)
+    os.environ["CVDL_ZOO_SECRET"] = SECRET     # an instructor's token in the grader's environment
+    rss0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     t0 = time.perf_counter()
-    results = grade.grade(LAB, subs, gradebook, opts, roster=["not_on_time"], log=lambda m: None)
+    try:
+        results = grade.grade(LAB, subs, gradebook, opts, roster=["not_on_time"], log=lambda m: None)
+    finally:
+        del os.environ["CVDL_ZOO_SECRET"]
     seconds = time.perf_counter() - t0
+    grown_mb = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - rss0) / 1024
     return {"root": root, "subs": subs, "victim": victim, "gradebook": gradebook, "results": results,
-            "seconds": seconds, "before": before, "opts": opts}
+            "seconds": seconds, "before": before, "opts": opts, "grown_mb": grown_mb}
 
 
 @pytest.mark.notebooks
 def test_zoo_every_row_has_the_expected_status_and_points(zoo_run):
     rows = {r["student"]: r for r in csv.DictReader(zoo_run["gradebook"].open())}
-    expected = {k: v for k, v in EXPECTED.items()
-                if HAVE_BWRAP or k not in ("read_solutions", "write_outside")}
-    assert set(rows) == set(expected), f"gradebook rows {sorted(rows)}"
+    expected = {k: v for k, v in EXPECTED.items() if HAVE_BWRAP or k not in BWRAP_ONLY}
+    assert set(rows) == {grade._cell(k) for k in expected}, f"gradebook rows {sorted(rows)}"
     wrong = []
     for student, (status, points, phrase) in expected.items():
-        row = rows[student]
-        if row["status"] != status or float(row["total"]) != points or phrase not in row["reason"]:
+        row = rows[grade._cell(student)]
+        if row["status"] != status or float(row["total"]) != points or phrase not in row["reason"] \
+                or "LEAK" in row["reason"]:
             wrong.append(f"{student}: got {row['status']!r} {row['total']} ({row['reason']!r}); "
                          f"expected {status!r} {points} with {phrase!r}")
         assert float(row["max"]) == 10
@@ -218,6 +401,32 @@ def test_zoo_per_part_points_and_feedback_hide_the_hidden_tests(zoo_run):
 
 
 @pytest.mark.notebooks
+def test_zoo_nothing_secret_reaches_feedback_and_the_gradebook_is_safe(zoo_run):
+    book = zoo_run["gradebook"].read_text()
+    rows = list(csv.DictReader(zoo_run["gradebook"].open()))
+    fb_dir = zoo_run["gradebook"].with_name("grades-feedback")
+    texts = {f.name: f.read_text() for f in fb_dir.glob("*.txt")}
+    for where, text in list(texts.items()) + [("grades.csv", book)]:
+        assert "LEAK" not in text and SECRET not in text, where
+    # one feedback file per row (names that differ only by case or by sanitising stay apart)
+    assert len(texts) == len(rows), sorted(texts)
+    assert "'=1+2" in [r["student"] for r in rows]                     # not a formula
+    assert all(not r["student"].startswith(("=", "+", "-", "@")) for r in rows)
+    assert max(len(r["reason"]) for r in rows) <= grade.MAX_REASON + 40
+    long_row = next(r for r in rows if r["student"] == "long_grade_id")
+    assert "g" * 100 not in long_row["reason"]
+    # the limits in force are in every graded row
+    assert all(r["limits"].startswith("whole sandbox: 3072 MB, 64 processes") for r in rows if r["status"] != "missing"
+               and r["status"] != "invalid notebook"), {r["student"]: r["limits"] for r in rows}
+    # feedback says why a submission crashed or timed out
+    assert "status: crashed — the Python process was killed by SIGSEGV" in texts["segfault.txt"]
+    assert "status: timed out — stopped after" in texts["infinite_loop.txt"]
+    # the verdict read the forged results within its budget (the grader did not load one array 9 000 times)
+    assert zoo_run["grown_mb"] < 600, f"the grader grew by {zoo_run['grown_mb']:.0f} MB"
+    assert not list((zoo_run["gradebook"].with_name(".grades.cvdl") / "jobs").iterdir())
+
+
+@pytest.mark.notebooks
 def test_zoo_could_not_write_outside_its_folder(zoo_run):
     if not HAVE_BWRAP:
         pytest.skip("not in the bubblewrap sandbox: the fallback mode cannot stop writes (it says so)")
@@ -235,7 +444,8 @@ def test_zoo_rerun_resumes_without_executing(zoo_run):
     again = grade.grade(LAB, zoo_run["subs"], zoo_run["gradebook"], zoo_run["opts"], roster=["not_on_time"],
                         log=lambda m: None)
     assert time.perf_counter() - t0 < 15
-    assert all(r.resumed for r in again if r.status != "missing")
+    ran = [r for r in again if r.status not in ("missing", "invalid notebook")]  # the others need no sandbox
+    assert ran and all(r.resumed for r in ran), [r.student for r in ran if not r.resumed]
     assert {r.student: r.total for r in again} == {r.student: r.total for r in zoo_run["results"]}
 
 
@@ -246,9 +456,10 @@ def test_cli_regrades_only_what_changed(zoo_run, capsys):
                      "--timeout", str(ZOO_TIMEOUT_S)])
     out = capsys.readouterr()
     n = sum(1 for d in zoo_run["subs"].iterdir())             # no roster this time
-    done = sum(1 for d in zoo_run["subs"].iterdir() if d.name not in ("invalid_json", "missing"))
+    done = sum(1 for r in zoo_run["results"] if r.sha256 and r.student != "invalid_json")
     assert code == 0 and f"graded {n} submission(s)" in out.out, out
-    assert f"resuming: {done} already graded, 2 to grade" in out.err, out.err
+    m = re.search(r"resuming: (\d+) already graded, (\d+) to grade, (\d+) without a notebook to grade", out.err)
+    assert m and int(m[1]) == done and sum(map(int, m.groups())) == n, out.err
     rows = {r["student"]: r for r in csv.DictReader(zoo_run["gradebook"].open())}
     assert rows["invalid_json"]["status"] == "invalid notebook" and rows["correct"]["total"] == "10"
 
@@ -309,6 +520,85 @@ def test_results_are_read_back_without_pickle_or_symlinks(tmp_path):
     assert grade._read_untrusted(secret, 1) is None  # over the size cap
 
 
+def test_harness_job_holds_no_test_source(tmp_path, monkeypatch):
+    """What goes into the sandbox: the answers, the given cells and each test cell as a name only."""
+    seen = {}
+    real_run = grade._run
+
+    def spy(job_dir, *a, **k):
+        if json.loads((job_dir / "job.json").read_text())["mode"] != "harness":   # the key being built
+            return real_run(job_dir, *a, **k)
+        seen["job"] = (job_dir / "job.json").read_text()
+        inputs = a[0] if a and a[0] is not None else job_dir / "inputs"   # mounted (bwrap) or copied
+        seen["inputs"] = sorted(p.name for p in Path(inputs).iterdir())
+        return real_run(job_dir, *a, **k)
+
+    monkeypatch.setattr(grade, "_run", spy)
+    subs = tmp_path / "subs"
+    (subs / "s").mkdir(parents=True)
+    shutil.copy(SOLUTION, subs / "s" / f"{LAB}.ipynb")
+    r = grade.grade(LAB, subs, tmp_path / "g.csv", grade.Options(timeout=120, jobs=1, progress=False),
+                    log=lambda m: None)[0]
+    assert r.status == "ok" and r.total == 10, r.reason
+    job = json.loads(seen["job"])
+    assert job["mode"] == "harness"
+    tests = [c for c in job["cells"] if c["kind"] == "test"]
+    assert tests and all(set(c) == {"kind", "part"} for c in tests)
+    for marker in ("BEGIN HIDDEN", "_ref_gradients", "refs.", "check(", "expect=", "want"):
+        assert marker not in seen["job"], marker
+    assert seen["inputs"] and not any(re.search(r"_w_\d+\.npy$", n) for n in seen["inputs"])  # no expected outputs
+
+
+def test_answer_violations_close_the_known_bypasses():
+    sol = labs.read_notebook(SOLUTION)
+    right = _answers(sol)
+    body = right["conv2d"]
+    cases = {
+        "getattr(F, 'conv' + '2d')": ("import torch.nn.functional as Fn\n" + body.replace("### BEGIN SOLUTION", "_f = getattr(Fn, 'conv' + '2d')\n    ### BEGIN SOLUTION"), "getattr with a computed name"),
+        "%run -m": ("%run -m cvdl.conv\n_c = conv2d\n" + body, "%run"),
+        "%%capture": ("%%capture\nimport torch\n" + body, "uses torch"),
+        "%%time": ("%%time\nfrom cvdl.conv import conv2d as _c\n" + body, "uses cvdl.conv"),
+        "refs from the given cell": (body + "\n_r = refs.conv2d", "refs"),
+        "eval": (body + "\n_e = eval('1')", "eval"),
+        "exec": (body + "\nexec('x = 1')", "exec"),
+        "__import__": (body + "\n_m = __import__('math')", "__import__"),
+        "importlib": ("import importlib\n" + body, "importlib"),
+        "sys.modules": ("import sys as _s\n_m = _s.modules\n" + body, "sys.modules"),
+        "a dunder": (body + "\n_d = np.__dict__", "__dict__"),
+        "a shell command": ("!ls\n" + body, "shell command"),
+        "a module attribute set": ("np.my_conv = None\n" + body, "modifies the module attribute np.my_conv"),
+        "setattr on a module": ("setattr(np, 'x' + 'y', None)\n" + body, "modifies the module attribute"),
+        "a bare name from elsewhere": (body + "\n_c = convolve", "uses convolve"),
+        "gc": ("import gc\n" + body, "gc"),
+    }
+    for what, (src, phrase) in cases.items():
+        got = labs.answer_violations(sol, dict(right, conv2d=src)).get("conv2d", "")
+        assert phrase in got, (what, got)
+    # a helper in another answer cell is checked against the caller's list
+    helper = right["orientation_histogram"] + "\nimport torch as _t\ndef _helper(x):\n    return _t.zeros(1)\n"
+    got = labs.answer_violations(sol, dict(right, conv2d=body + "\n_h = _helper", orientation_histogram=helper))
+    assert "in solution cell 'orientation_histogram', which it calls" in got.get("conv2d", ""), got
+    assert "orientation_histogram" not in got      # torch is allowed there
+    # what honest answers do is not flagged: magics that only time, docstrings, setattr on a model
+    for ok in ("%%time\n" + body, "%time _x = 1\n" + body, "%matplotlib inline\n" + body,
+               body.replace('"""x [N', '"""we convolve and correlate with torch-like shapes; x [N'),
+               "class _A:\n    def __init__(self):\n        setattr(self, 'a' + 'b', 1)\n" + body):
+        assert "conv2d" not in labs.answer_violations(sol, dict(right, conv2d=ok)), ok
+    for path in sorted((ROOT / "solutions").glob("*.ipynb")):   # every lab's own solution passes
+        nb = labs.read_notebook(path)
+        assert labs.answer_violations(nb, _answers(nb)) == {}, path.name
+
+
+def test_safe_names_are_one_to_one():
+    names = ["x y", "x_y-" + hashlib.sha256(b"x y").hexdigest()[:8], "x_y", "Alice", "alice", "ALICE", "a" * 200,
+             "a" * 201, "=HYPERLINK(1)", ".hidden", "_hidden", "é", "e"]
+    files = [grade._safe_name(n) for n in names]
+    assert len({f.lower() for f in files}) == len(names), files     # also on a case-insensitive disk
+    assert all(len(f) < 100 and "/" not in f and not f.startswith(".") for f in files)
+    assert grade._safe_name("bob") == "bob"
+    assert grade._cell("=1+2") == "'=1+2" and grade._cell("@SUM(A1)") == "'@SUM(A1)" and grade._cell("a\nb") == "a b"
+
+
 def test_find_submissions_layouts(tmp_path):
     (tmp_path / "a").mkdir()
     (tmp_path / "a" / "01_x.ipynb").write_text("{}")
@@ -336,3 +626,75 @@ def test_grading_key_depends_on_every_grading_module(monkeypatch):
         assert grade._machinery_digest() != base, f"editing {changed.name} would not build a new grading key"
     monkeypatch.setattr(pathlib.Path, "read_bytes", original)
     assert grade._machinery_digest() == base
+
+
+def _processes_with(marker: str) -> list[int]:
+    """Processes (not this one) whose command line contains ``marker``."""
+    hits = []
+    for p in os.listdir("/proc"):
+        if p.isdigit() and int(p) != os.getpid():
+            try:
+                with open(f"/proc/{p}/cmdline", "rb") as f:
+                    if marker.encode() in f.read():
+                        hits.append(int(p))
+            except OSError:
+                pass
+    return hits
+
+
+def _wait(condition, seconds: float) -> bool:
+    end = time.time() + seconds
+    while time.time() < end:
+        if condition():
+            return True
+        time.sleep(0.1)
+    return condition()
+
+
+@pytest.mark.notebooks
+def test_a_killed_grader_leaves_no_process_and_the_next_run_cleans_up(tmp_path):
+    marker = f"{int(time.time() * 1000) % 100000}.5"          # a sleep only this test starts
+    subs = tmp_path / "subs"
+    (subs / "loop").mkdir(parents=True)
+    labs.write_notebook(_with(labs.read_notebook(STUDENT), prefix={"correlate2d": (
+        f"import subprocess\nsubprocess.Popen(['sleep', '{marker}'])\nwhile True:\n    pass")}),
+        subs / "loop" / f"{LAB}.ipynb")
+    out, state = tmp_path / "g.csv", tmp_path / ".g.cvdl"
+    cmd = [sys.executable, "-m", "cvdl.grading.cli", "grade", LAB, str(subs), "--out", str(out), "--quiet",
+           "--jobs", "1", "--timeout", "120"]
+    # killed while the grading key is built (the solution runs outside the sandbox, in .key-*)
+    p = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    assert _wait(lambda: _processes_with(str(state / ".key-")), 60), "the key build never started"
+    p.kill()
+    p.wait()
+    assert _wait(lambda: not _processes_with(str(state)), 10), "the key build outlived the grader"
+    # killed while a submission runs (it started a process of its own)
+    p = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    assert _wait(lambda: _processes_with(marker), 120), "the submission never started"
+    assert list((state / "jobs").glob("job-*"))
+    p.kill()
+    p.wait()
+    assert _wait(lambda: not _processes_with(marker) and not _processes_with(str(state)), 10), \
+        "the sandbox outlived the grader"
+    # the next run (here on an empty folder, same gradebook) removes what the killed one left
+    (tmp_path / "empty").mkdir()
+    grade.grade(LAB, tmp_path / "empty", out, grade.Options(timeout=60, jobs=1, progress=False), log=lambda m: None)
+    assert not list((state / "jobs").iterdir()) and not list(state.glob(".key-*"))
+
+
+@pytest.mark.notebooks
+@pytest.mark.skipif(not HAVE_BWRAP, reason="the sandbox's mounts are what this checks")
+def test_an_interpreter_reached_through_a_symlink_runs_in_the_sandbox(tmp_path):
+    link = tmp_path / "linked"
+    link.symlink_to(Path(sys.prefix).parent, target_is_directory=True)
+    python = link / Path(sys.prefix).name / Path(sys.executable).relative_to(sys.prefix)
+    assert python.exists() and str(Path(sys.prefix).parent) not in str(python)
+    subs = tmp_path / "subs"
+    (subs / "s").mkdir(parents=True)
+    shutil.copy(SOLUTION, subs / "s" / f"{LAB}.ipynb")
+    r = subprocess.run([str(python), "-m", "cvdl.grading.cli", "grade", LAB, str(subs), "--out",
+                        str(tmp_path / "g.csv"), "--quiet", "--sandbox", "bwrap", "--timeout", "120"],
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    row = next(csv.DictReader((tmp_path / "g.csv").open()))
+    assert (row["status"], row["total"]) == ("ok", "10"), row

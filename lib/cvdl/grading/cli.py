@@ -3,7 +3,7 @@
     cvdl labs generate [--check]             labs/ from solutions/ (--check: fail if stale)
     cvdl grade LAB DIR --out grades.csv      grade every submission of LAB in DIR
          [--jobs N] [--regrade] [--timeout S] [--memory MB] [--sandbox auto|bwrap|none]
-         [--feedback DIR] [--roster FILE] [--quiet]
+         [--limits auto|cgroup|watchdog] [--feedback DIR] [--roster FILE] [--quiet]
 """
 from __future__ import annotations
 
@@ -35,7 +35,7 @@ def _grade(args) -> int:
         roster = [line.strip().split(",")[0] for line in Path(args.roster).read_text().splitlines()
                   if line.strip() and not line.startswith("#")]
     opts = grade.Options(timeout=args.timeout, memory_mb=args.memory, jobs=args.jobs,
-                         regrade=args.regrade, sandbox=args.sandbox, progress=not args.quiet)
+                         regrade=args.regrade, sandbox=args.sandbox, limits=args.limits, progress=not args.quiet)
     t0 = time.perf_counter()
     results = grade.grade(args.lab, args.submissions, args.out, opts, feedback=args.feedback,
                           roster=roster, log=lambda m: print(m, file=sys.stderr))
@@ -67,6 +67,9 @@ def main(argv: list[str] | None = None) -> int:
     pg.add_argument("--memory", type=int, default=2048, help="MB of memory per submission")
     pg.add_argument("--sandbox", choices=["auto", "bwrap", "none"], default=os.environ.get("CVDL_SANDBOX", "auto"),
                     help="bwrap: require bubblewrap; none: the weaker fallback; auto (default): bwrap if it works")
+    pg.add_argument("--limits", choices=["auto", "cgroup", "watchdog"], default=os.environ.get("CVDL_LIMITS", "auto"),
+                    help="whole-sandbox limits: cgroup (required), watchdog, or auto (default: a cgroup if "
+                         "this machine allows one, else the watchdog)")
     pg.add_argument("--roster", default=None, help="file of student names (first CSV column)")
     pg.add_argument("--quiet", action="store_true", help="no progress bar")
     args = p.parse_args(argv)

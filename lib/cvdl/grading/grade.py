@@ -25,10 +25,13 @@ from __future__ import annotations
 
 import concurrent.futures as cf
 import csv
+import ctypes
+import fcntl
 import hashlib
 import io
 import json
 import os
+import re
 import shutil
 import signal
 import stat
@@ -43,11 +46,16 @@ from pathlib import Path
 import numpy as np
 
 from .._io import atomic_write_text
-from . import labcheck, labs
+from . import labcheck, labs, limits as sandbox_limits
 
 STATUSES = ("ok", "crashed", "timed out", "invalid notebook", "missing")
 MAX_NOTEBOOK_MB = 50
-MAX_RESULT_MB = 64
+MAX_RESULT_MB = 64            # one result array
+MAX_RESULTS_READ_MB = 256     # all result arrays of one submission, read by the verdict
+MAX_JSON_DEPTH = 64           # nesting of a result tree (a notebook's JSON: see _parse_json)
+MAX_REASON = 1000             # characters of the gradebook's reason column
+SHM_MB = 64                   # the sandbox's /dev/shm and /tmp (tmpfs, in memory)
+SANDBOX_GRADING = ("__init__.py", "labcheck.py", "labrun.py")  # all of cvdl/grading a sandbox sees
 _LIB_ROOT = Path(__file__).resolve().parents[2]  # the folder holding the cvdl package
 _GRADING = Path(__file__).resolve().parent      # cvdl/grading
 
@@ -59,6 +67,7 @@ class Options:
     jobs: int = max(1, (os.cpu_count() or 2))
     regrade: bool = False
     sandbox: str = field(default_factory=lambda: os.environ.get("CVDL_SANDBOX", "auto"))  # auto|bwrap|none
+    limits: str = field(default_factory=lambda: os.environ.get("CVDL_LIMITS", "auto"))    # auto|cgroup|watchdog
     progress: bool = True
 
 
@@ -77,6 +86,8 @@ class Result:
     sandbox: str = ""
     feedback: str = ""
     resumed: bool = False
+    limits: str = ""              # the limits in force (the gradebook's last column)
+    peak_mb: float = 0.0          # the sandbox's peak memory (cgroup: all of it; watchdog: sampled PSS)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -114,8 +125,10 @@ def _bwrap_works() -> bool:
     return _BWRAP_OK
 
 
-def _bwrap_prefix(job_dir: Path | None, inputs: Path | None) -> list[str]:
-    cmd = ["bwrap", "--unshare-all", "--unshare-user", "--uid", "65534", "--gid", "65534",
+def _bwrap_prefix(job_dir: Path | None, inputs: Path | None, grading: Path | None = None) -> list[str]:
+    """The bubblewrap command line; ``grading``: the folder mounted over ``cvdl/grading`` (only
+    :data:`SANDBOX_GRADING`: no references, no grader, no lab tools)."""
+    cmd = [shutil.which("bwrap") or "bwrap", "--unshare-all", "--unshare-user", "--uid", "65534", "--gid", "65534",
            "--disable-userns", "--cap-drop", "ALL", "--die-with-parent", "--new-session",
            "--ro-bind", "/usr", "/usr"]
     for d in ("bin", "lib", "lib64", "sbin", "lib32", "libx32"):
@@ -129,14 +142,21 @@ def _bwrap_prefix(job_dir: Path | None, inputs: Path | None) -> list[str]:
         cmd += ["--ro-bind-try", f, f]
     # /tmp first: the interpreter, the venv or the course may themselves live under /tmp (a CI
     # clone), and a tmpfs mounted after their binds would hide them
-    cmd += ["--proc", "/proc", "--dev", "/dev", "--size", str(64 << 20), "--tmpfs", "/tmp"]
-    roots = []
-    for p in (sys.base_prefix, sys.prefix, str(_LIB_ROOT)):
-        p = os.path.realpath(p)
-        if not any(p == r or p.startswith(r + os.sep) for r in roots) and not p.startswith("/usr/"):
-            roots.append(p)
-    for p in roots:
-        cmd += ["--ro-bind", p, p]
+    cmd += ["--proc", "/proc", "--dev", "/dev", "--size", str(SHM_MB << 20), "--tmpfs", "/dev/shm",
+            "--size", str(SHM_MB << 20), "--tmpfs", "/tmp"]
+    # each installation folder at its real path and, when it is reached through a symlink (a venv
+    # behind a linked folder), at the path the interpreter is run by as well
+    binds: list[tuple[str, str]] = []
+    for p in (sys.base_prefix, sys.prefix, os.path.dirname(sys.executable), str(_LIB_ROOT)):
+        given, real = os.path.abspath(p), os.path.realpath(p)
+        for target in (real, given):
+            if target.startswith("/usr/") or any(target == t or target.startswith(t + os.sep) for _, t in binds):
+                continue
+            binds.append((real, target))
+    for real, target in sorted(binds, key=lambda b: b[1].count(os.sep)):
+        cmd += ["--ro-bind", real, target]
+    if grading is not None:
+        cmd += ["--ro-bind", str(grading), str(_GRADING)]
     if job_dir is not None:
         cmd += ["--bind", str(job_dir), "/job"]
     if inputs is not None:
@@ -157,37 +177,86 @@ def _sandbox_env(job: str) -> dict:
             "PYTHONHASHSEED": "0"}
 
 
-def _run(job_dir: Path, inputs: Path | None, sandbox: str, timeout: float) -> tuple[int, bool, float]:
-    """Run the runner on ``job_dir``; returns (exit status, timed out, seconds)."""
+@dataclass
+class Run:
+    rc: int
+    timed_out: bool
+    seconds: float
+    token: str            # what the runner must write into its "done" event
+    limit: str = ""       # a whole-sandbox limit that stopped it ('' if none)
+    peak_mb: float = 0.0  # the sandbox's peak memory, where the limiter measures it
+
+
+try:
+    _LIBC = ctypes.CDLL(None, use_errno=True)
+    _PRCTL = _LIBC.prctl
+except (OSError, AttributeError):
+    _PRCTL = None
+_PR_SET_PDEATHSIG = 1
+
+
+def _run(job_dir: Path, inputs: Path | None, sandbox: str, timeout: float,
+         limiter: "sandbox_limits.Limiter | None" = None, grading: Path | None = None) -> Run:
+    """Run the runner on ``job_dir`` under the whole-sandbox ``limiter``."""
     for d in ("work", "home", "out/results", "inputs"):
         (job_dir / d).mkdir(parents=True, exist_ok=True)
     # run labrun.py as a script, not ``-m cvdl.grading.labrun``: importing the package would import torch
     # before the first cell and bill the notebook's imports to the grader
     py = [sys.executable, str(_GRADING / "labrun.py")]
-    if sandbox == "bwrap":
-        cmd, env, cwd = _bwrap_prefix(job_dir, inputs) + py + ["/job"], None, None
+    if sandbox == "bwrap":   # bwrap itself gets the minimal environment too: /proc/1/environ is its
+        cmd = _bwrap_prefix(job_dir, inputs, grading) + py + ["/job"]
+        env, cwd = _sandbox_env("/job"), None
     else:
         cmd = py + [str(job_dir)]
         env = _sandbox_env(str(job_dir))
         env["PYTHONPATH"] = str(_LIB_ROOT)
         cwd = str(job_dir / "work")
+    token = os.urandom(16).hex()   # on the runner's stdin, read before any cell: not in a file
+    job = limiter.start(f"cvdl-{os.getpid()}-{job_dir.name}") if limiter else None
+    join = limiter.preexec(job) if limiter else None
+
+    def preexec():
+        if _PRCTL is not None:   # the runner dies with the grader (a killed grader leaves nothing)
+            _PRCTL(_PR_SET_PDEATHSIG, int(signal.SIGKILL), 0, 0, 0)
+        if join is not None:
+            join()
+
     t0 = time.perf_counter()
-    with open(job_dir / "stdio.txt", "wb") as out:
-        proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
-                                env=env, cwd=cwd, start_new_session=True)
-        try:
-            rc = proc.wait(timeout=timeout)
-            timed_out = False
-        except subprocess.TimeoutExpired:
-            timed_out = True
-            rc = -9
-        finally:
-            try:  # the whole process group: the sandbox, or the runner and anything it started
-                os.killpg(proc.pid, signal.SIGKILL)
-            except (ProcessLookupError, PermissionError):
-                pass
-            proc.wait()
-    return rc, timed_out, time.perf_counter() - t0
+    limit = ""
+    timed_out = False
+    try:
+        with open(job_dir / "stdio.txt", "wb") as out:
+            proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=out, stderr=subprocess.STDOUT,
+                                    env=env, cwd=cwd, start_new_session=True, preexec_fn=preexec)
+            try:
+                try:
+                    proc.stdin.write(token.encode() + b"\n")
+                    proc.stdin.close()
+                except OSError:
+                    pass
+                deadline = t0 + timeout
+                while True:
+                    try:
+                        rc = proc.wait(timeout=sandbox_limits.POLL_S)
+                        break
+                    except subprocess.TimeoutExpired:
+                        pass
+                    if time.perf_counter() > deadline:
+                        timed_out, rc = True, -9
+                        break
+                    if limiter is not None and limiter.poll(job, proc.pid):
+                        rc = -9
+                        break
+            finally:
+                try:  # the whole process group: the sandbox, or the runner and anything it started
+                    os.killpg(proc.pid, signal.SIGKILL)
+                except (ProcessLookupError, PermissionError):
+                    pass
+                proc.wait()
+    finally:
+        if limiter is not None:
+            limit = limiter.finish(job)
+    return Run(rc, timed_out, time.perf_counter() - t0, token, limit, round(job.peak_mb, 1) if job else 0.0)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -218,12 +287,40 @@ def _read_array(path: str) -> np.ndarray:
     return np.load(io.BytesIO(data), allow_pickle=False)
 
 
+class _ArrayReader:
+    """The verdict's only way to read result arrays: each file read once (a tree naming one file
+    10 000 times costs one read) and all of them together at most ``budget`` bytes."""
+
+    def __init__(self, budget: int = MAX_RESULTS_READ_MB << 20):
+        self.budget, self.cache = budget, {}
+
+    def __call__(self, path: str) -> np.ndarray:
+        if path not in self.cache:
+            try:
+                size = os.lstat(path).st_size
+            except OSError:
+                size = 0
+            if size > self.budget:
+                raise ValueError("the result arrays are larger than the grader reads")
+            self.budget -= size
+            self.cache[path] = _read_array(path)
+        return self.cache[path]
+
+
+def _parse_json(data: bytes | str):
+    """``json.loads`` that turns absurd nesting into a ValueError (the reader is recursive)."""
+    try:
+        return json.loads(data)
+    except RecursionError:
+        raise ValueError("nested too deeply") from None
+
+
 def _progress_events(out: Path) -> list[dict]:
     data = _read_untrusted(out / "progress.jsonl", 8 << 20) or b""
     events = []
-    for line in data.decode("utf-8", "replace").splitlines():
+    for line in data.decode("utf-8", "replace").splitlines()[:100_000]:
         try:
-            e = json.loads(line)
+            e = _parse_json(line)
         except ValueError:
             continue
         if isinstance(e, dict):
@@ -286,10 +383,11 @@ def build_key(solution_path: Path, state: Path, timeout: float = 600.0) -> Key:
                    if labs.role(c) == "solution" and c.get("cell_type") == "code"}
         cells, _ = labs.splice(solution, answers)
         (tmp / "job.json").write_text(json.dumps({"mode": "record", "cells": cells, "memory_mb": 0}))
-        rc, timed_out, _ = _run(tmp, None, "none", timeout)
+        run = _run(tmp, None, "none", timeout)
+        rc, timed_out = run.rc, run.timed_out
         events = _progress_events(tmp / "out")
         errors = [e for e in events if e.get("event") == "error"]
-        if timed_out or rc != 0 or errors or not any(e.get("event") == "done" for e in events):
+        if timed_out or rc != 0 or errors or not _finished(events, run.token):
             detail = errors[0].get("tb", "") if errors else (tmp / "stdio.txt").read_text(errors="replace")[-3000:]
             raise RuntimeError(f"the solution {solution_path} did not run cleanly in record mode "
                                f"(exit {rc}, timed out: {timed_out}):\n{detail}")
@@ -334,6 +432,27 @@ def build_key(solution_path: Path, state: Path, timeout: float = 600.0) -> Key:
                sandbox_checks, hidden, part_of)
 
 
+def _finished(events: list[dict], token: str) -> bool:
+    """The runner's own "done" (it carries the token only the runner read, from its stdin)."""
+    return any(e.get("event") == "done" and e.get("token") == token for e in events)
+
+
+def _sandbox_grading(state: Path) -> Path:
+    """A copy of the part of ``cvdl/grading`` a sandbox may see (:data:`SANDBOX_GRADING`),
+    mounted over the real folder: no reference implementations, no grader, no lab tools."""
+    files = [_GRADING / n for n in SANDBOX_GRADING]
+    folder = state / f"sandbox-grading-{_sha(*(f.read_bytes() for f in files))[:12]}"
+    if not folder.is_dir():
+        tmp = Path(tempfile.mkdtemp(prefix=".sandbox-grading-", dir=state))
+        for f in files:
+            shutil.copy(f, tmp / f.name)
+        try:
+            os.replace(tmp, folder)
+        except OSError:   # made meanwhile by another grader
+            shutil.rmtree(tmp, ignore_errors=True)
+    return folder
+
+
 # ----------------------------------------------------------------------------------------------
 # One submission
 # ----------------------------------------------------------------------------------------------
@@ -361,12 +480,13 @@ def _cell_label(cells: list[dict], i) -> str:
 def _verdict(key: Key, out: Path) -> tuple[dict, list[str], bool]:
     """Points per part, feedback lines and whether a memory error was seen."""
     points, lines, memory = {}, [], False
+    read = _ArrayReader()   # one budget for the whole submission
     for gid, pts in key.parts:
         data = _read_untrusted(out / "results" / f"{gid}.json", 16 << 20)
         got_list = None
         if data is not None:
             try:
-                got_list = json.loads(data)
+                got_list = _parse_json(data)
                 if not isinstance(got_list, list):
                     got_list = None
             except ValueError:
@@ -380,7 +500,7 @@ def _verdict(key: Key, out: Path) -> tuple[dict, list[str], bool]:
         for cn, chk in enumerate(key.checks[gid]):
             for ci, case in enumerate(chk["cases"]):
                 try:
-                    got = labcheck.load(got_list[k], str(out / "results"), _read_array)
+                    got = labcheck.load(got_list[k], str(out / "results"), read)
                     reason = labcheck.compare(got, case["want_node"], chk["atol"], chk["rtol"])
                     if got[0] == "error" and ("MemoryError" in got[1] or "can't allocate memory" in got[2]):
                         memory = True
@@ -407,27 +527,73 @@ def _verdict(key: Key, out: Path) -> tuple[dict, list[str], bool]:
     return points, lines, memory
 
 
+class Unreadable(Exception):
+    """A submission that is not graded: ``status`` and ``reason`` for its row."""
+
+    def __init__(self, status: str, reason: str):
+        super().__init__(reason)
+        self.status, self.reason = status, reason
+
+
+def read_submission(path: Path) -> bytes:
+    """A submission's bytes: a regular file, opened without following a symbolic link and without
+    blocking (a FIFO or a device is refused, not waited on), at most :data:`MAX_NOTEBOOK_MB`."""
+    cap = MAX_NOTEBOOK_MB << 20
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | getattr(os, "O_NOCTTY", 0))
+    except OSError as exc:
+        if exc.errno == getattr(__import__("errno"), "ELOOP", -1):
+            raise Unreadable("invalid notebook", "the submission is a symbolic link; only regular files are graded")
+        raise Unreadable("invalid notebook", f"cannot read the file: {exc.strerror}")
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise Unreadable("invalid notebook", "the submission is not a regular file (a FIFO, a device or a "
+                                                 "socket); only regular files are graded")
+        if st.st_size > cap:
+            raise Unreadable("invalid notebook", f"file is {st.st_size >> 20} MB, over the {MAX_NOTEBOOK_MB} MB limit")
+        chunks, n = [], 0
+        while n <= cap:
+            b = os.read(fd, min(1 << 20, cap + 1 - n))
+            if not b:
+                break
+            chunks.append(b)
+            n += len(b)
+        if n > cap:
+            raise Unreadable("invalid notebook", f"file is over the {MAX_NOTEBOOK_MB} MB limit")
+        return b"".join(chunks)
+    finally:
+        os.close(fd)
+
+
+def _short(text, n: int = 60) -> str:
+    """A student-chosen string, safe to quote in a reason: at most ``n`` characters."""
+    text = str(text)
+    return text if len(text) <= n else text[:n] + f"… ({len(text)} characters)"
+
+
 def grade_submission(student: str, path: Path | None, key: Key, state: Path, opts: Options,
-                     sandbox: str) -> Result:
+                     sandbox: str, limiter: "sandbox_limits.Limiter | None" = None,
+                     grading: Path | None = None, problem: tuple[str, str] | None = None) -> Result:
+    """Grade one submission (``problem``: the scan already found why it cannot be graded)."""
     t0 = time.perf_counter()
     max_total = sum(p for _, p in key.parts)
     zero = {gid: 0.0 for gid, _ in key.parts}
     res = Result(student, "missing", "", dict(zero), 0.0, max_total, key=key.sha, sandbox=sandbox)
+    if problem is not None:
+        res.status, res.reason = problem
+        return _done(res, t0)
     if path is None:
         res.reason = "no submission found"
         return _done(res, t0)
     try:
-        size = path.stat().st_size
-        if size > MAX_NOTEBOOK_MB << 20:
-            res.status, res.reason = "invalid notebook", f"file is {size >> 20} MB, over the {MAX_NOTEBOOK_MB} MB limit"
-            return _done(res, t0)
-        raw = path.read_bytes()
-    except OSError as exc:
-        res.status, res.reason = "invalid notebook", f"cannot read the file: {exc.strerror}"
+        raw = read_submission(path)
+    except Unreadable as exc:
+        res.status, res.reason = exc.status, exc.reason
         return _done(res, t0)
     res.sha256 = _sha(raw)
     try:
-        nb = json.loads(raw.decode("utf-8"))
+        nb = _parse_json(raw.decode("utf-8-sig"))   # a byte-order mark is allowed
         answers, notes = labs.submission_answers(nb)
     except (ValueError, UnicodeDecodeError) as exc:
         res.status = "invalid notebook"
@@ -436,25 +602,37 @@ def grade_submission(student: str, path: Path | None, key: Key, state: Path, opt
     ks = (nb.get("metadata") or {}).get("kernelspec") if isinstance(nb.get("metadata"), dict) else None
     want_kernel = key.solution.get("metadata", {}).get("kernelspec", {}).get("name")
     if isinstance(ks, dict) and ks.get("name") not in (want_kernel, "python3", None):
-        notes.append(f"the notebook asks for kernel {str(ks.get('name'))[:40]!r}; "
+        notes.append(f"the notebook asks for kernel {_short(ks.get('name'), 40)!r}; "
                      "it was ignored and the course's Python was used")
     if not answers:
         notes.append("no solution cells found (cells keep nbgrader metadata: work in the lab file itself)")
+        known = {labs.meta(c).get("grade_id") for c in key.solution["cells"] if labs.role(c) == "solution"}
+        if isinstance(nb.get("cells"), list) and not any(
+                labs.meta(c).get("grade_id") in known for c in nb["cells"] if isinstance(c, dict)):
+            notes.append(f"none of this lab's answer cells ({', '.join(sorted(known))}) is in the notebook: "
+                         f"is it a submission of {key.lab}?")
     cells, more = labs.splice(key.solution, answers)
     notes += more
     banned = {}  # test part -> reason, for answers that use what their part forbids
-    for gid, names in labs.forbidden(key.solution).items():
-        hits = labs.forbidden_uses(answers.get(gid, ""), names)
-        if hits:
-            banned[key.part_of[gid]] = f"solution cell {gid!r} uses {', '.join(hits[:3])}, which this part does not allow"
-    job = Path(tempfile.mkdtemp(prefix="cvdl-grade-"))
+    for gid, why in labs.answer_violations(key.solution, answers).items():
+        banned[key.part_of[gid]] = f"solution cell {gid!r} {why}"
+    jobs = state / "jobs"
+    jobs.mkdir(exist_ok=True)
+    job = Path(tempfile.mkdtemp(prefix="job-", dir=jobs))
     try:
-        job_json = {"mode": "harness", "cells": cells, "checks": key.sandbox_checks,
+        # the sandbox gets what the student's code needs and nothing the student must not see: the
+        # answers and the lab's given cells, each test cell as its part's name only (no source: no
+        # hidden tests, no reference helpers), and the checks' inputs without the expected outputs
+        run_cells = [{"kind": "test", "part": c["part"]} if c["kind"] == "test" else c for c in cells]
+        job_json = {"mode": "harness", "cells": run_cells, "checks": key.sandbox_checks,
                     "memory_mb": opts.memory_mb}
         (job / "job.json").write_text(json.dumps(job_json))
         if sandbox == "none":  # no mount: the runner reads the inputs from a private copy
             shutil.copytree(key.inputs, job / "inputs")
-        rc, timed_out, _ = _run(job, key.inputs if sandbox == "bwrap" else None, sandbox, opts.timeout)
+        run = _run(job, key.inputs if sandbox == "bwrap" else None, sandbox, opts.timeout, limiter, grading)
+        rc, timed_out = run.rc, run.timed_out
+        res.limits = limiter.describe() if limiter else ""
+        res.peak_mb = run.peak_mb
         out = job / "out"
         events = _progress_events(out)
         res.exec_seconds = round(sum(float(e.get("seconds", 0)) for e in events
@@ -470,11 +648,14 @@ def grade_submission(student: str, path: Path | None, key: Key, state: Path, opt
         errors = [e for e in events if e.get("event") == "error"]
         memory = memory or any(e.get("etype") == "MemoryError" or "can't allocate memory" in str(e.get("msg"))
                                for e in errors)
-        done = any(e.get("event") == "done" for e in events)
+        done = _finished(events, run.token)
         if timed_out:
             res.status, res.reason = "timed out", f"stopped after {opts.timeout:g} s while running {last}"
+        elif run.limit:
+            res.status, res.reason = "crashed", f"the sandbox was stopped at {run.limit} while running {last}"
         elif rc != 0 or not done:
-            how = f"was killed by {_signal_name(rc)}" if (rc < 0 or rc > 128) else f"exited with status {rc}"
+            how = (f"was killed by {_signal_name(rc)}" if (rc < 0 or rc > 128) else
+                   f"exited with status {rc}" if rc != 0 else "exited before the end of the notebook")
             res.status, res.reason = "crashed", f"the Python process {how} while running {last}"
         elif memory:
             res.status, res.reason = "crashed", f"exceeded the memory limit ({opts.memory_mb} MB)"
@@ -486,17 +667,20 @@ def grade_submission(student: str, path: Path | None, key: Key, state: Path, opt
         res.total = float(sum(points.values()))
         n_ok = sum(1 for gid, p in key.parts if points[gid] == p)
         summary = f"{n_ok} of {len(key.parts)} parts passed"
+        why_stopped = res.reason
         res.reason = f"{res.reason}; {summary}" if res.reason else summary
         err_lines = []
         for e in errors[:8]:
             where = _cell_label(cells, e.get("cell"))
-            err_lines.append(f"  {where}: {str(e.get('etype'))[:60]}: {str(e.get('msg')).splitlines()[0][:160] if e.get('msg') else ''}")
+            msg = str(e.get("msg")).splitlines()[0][:160] if e.get("msg") else ""
+            err_lines.append(f"  {where}: {_short(e.get('etype'), 60)}: {msg}")
         if errors:
             res.reason += f"; errors in {len(errors)} cell(s), first in {_cell_label(cells, errors[0].get('cell'))}"
         if notes:
             res.reason += "; " + "; ".join(notes[:3])
         res.feedback = "\n".join(
-            [f"status: {res.status}", f"score: {res.total:g} / {max_total:g}", ""] + lines +
+            [f"status: {res.status}" + (f" — {why_stopped}" if res.status != "ok" else ""),
+             f"score: {res.total:g} / {max_total:g}", ""] + lines +
             ([""] + ["errors while running your notebook:"] + err_lines if err_lines else []) +
             ([""] + ["notes:"] + [f"  {n}" for n in notes] if notes else []))
     finally:
@@ -507,6 +691,7 @@ def grade_submission(student: str, path: Path | None, key: Key, state: Path, opt
 def _done(res: Result, t0: float) -> Result:
     res.seconds = round(time.perf_counter() - t0, 3)
     res.total = float(sum(res.points.values()))
+    res.reason = _short(res.reason, MAX_REASON)
     if not res.feedback:
         res.feedback = f"status: {res.status}\nscore: {res.total:g} / {res.max_total:g}\n{res.reason}"
     return res
@@ -531,42 +716,105 @@ def find_lab(lab: str, solutions: Path | None = None) -> Path:
     return hits[0]
 
 
-def find_submissions(folder: Path, lab_name: str, roster: list[str] | None = None) -> list[tuple[str, Path | None]]:
-    """``folder/STUDENT/LAB.ipynb`` (also nbgrader's ``STUDENT/LAB/LAB.ipynb``, or a single
-    notebook in ``STUDENT/``), or ``folder/STUDENT.ipynb``. Students in ``roster`` without a
-    submission, and student folders without a notebook, are listed with ``None``."""
-    found: dict[str, Path | None] = {}
-    for entry in sorted(folder.iterdir()):
-        if entry.name.startswith("."):
+def scan_submissions(folder: Path, lab_name: str, roster: list[str] | None = None
+                     ) -> list[tuple[str, Path | None, tuple[str, str] | None]]:
+    """``(student, notebook or None, problem or None)`` for every entry of ``folder``:
+    ``STUDENT/LAB.ipynb`` (also nbgrader's ``STUDENT/LAB/LAB.ipynb``, or the one notebook in
+    ``STUDENT/``), or ``STUDENT.ipynb``; roster names without an entry. Symbolic links are never
+    followed (a linked folder or file is a problem, not a submission); ``problem`` is a status
+    and a reason: a link, several notebooks none of them the lab's, no notebook."""
+    found: dict[str, tuple] = {}
+    for entry in sorted(os.scandir(folder), key=lambda e: e.name):
+        name = entry.name
+        if name.startswith("."):
             continue
-        if entry.is_dir():
-            cands = [entry / f"{lab_name}.ipynb", entry / lab_name / f"{lab_name}.ipynb"]
-            hit = next((c for c in cands if c.is_file()), None)
-            if hit is None:
-                nbs = [q for q in entry.rglob("*.ipynb") if ".ipynb_checkpoints" not in q.parts]
-                hit = nbs[0] if len(nbs) == 1 else None
-            found[entry.name] = hit
-        elif entry.suffix == ".ipynb":
-            found[entry.stem] = entry
+        student = name[:-6] if name.endswith(".ipynb") and not entry.is_dir(follow_symlinks=False) else name
+        if student in found:   # STUDENT/ and STUDENT.ipynb: the folder wins, said in its reason
+            continue
+        if entry.is_symlink():
+            found[student] = (None, ("invalid notebook", "the submission is a symbolic link; only regular "
+                                                         "files and folders are graded"))
+        elif entry.is_dir(follow_symlinks=False):
+            base = Path(entry.path)
+            hit = None
+            for cand in (base / f"{lab_name}.ipynb", base / lab_name / f"{lab_name}.ipynb"):
+                if os.path.lexists(cand) and not (cand.parent != base and cand.parent.is_symlink()):
+                    hit = cand
+                    break
+            if hit is not None:
+                found[student] = (hit, None)
+                continue
+            nbs = []
+            for root, dirs, files in os.walk(base):      # does not follow linked folders
+                dirs[:] = sorted(d for d in dirs if d != ".ipynb_checkpoints" and not d.startswith("."))
+                nbs += [Path(root) / f for f in sorted(files) if f.endswith(".ipynb")]
+            if len(nbs) == 1:
+                found[student] = (nbs[0], None)
+            elif nbs:
+                names = ", ".join(_short(str(p.relative_to(base)), 60) for p in nbs[:4])
+                found[student] = (None, ("missing", f"no submission found: {len(nbs)} notebooks ({names}"
+                                                    f"{', …' if len(nbs) > 4 else ''}), none named {lab_name}.ipynb"))
+            else:
+                found[student] = (None, ("missing", "no submission found: the folder holds no notebook"))
+        elif name.endswith(".ipynb"):
+            found[student] = (Path(entry.path), None)
     for name in roster or []:
-        found.setdefault(name, None)
-    return sorted(found.items())
+        found.setdefault(name, (None, ("missing", "no submission found (on the roster)")))
+    return [(s, p, why) for s, (p, why) in sorted(found.items())]
+
+
+def find_submissions(folder: Path, lab_name: str, roster: list[str] | None = None) -> list[tuple[str, Path | None]]:
+    """``(student, notebook or None)`` pairs of :func:`scan_submissions`."""
+    return [(s, p) for s, p, _ in scan_submissions(folder, lab_name, roster)]
+
+
+_FORMULA = ("=", "+", "-", "@", "\t", "\r")
+
+
+def _cell(value) -> str:
+    """A CSV cell a spreadsheet shows as text: no control characters, and a leading ``=``, ``+``,
+    ``-`` or ``@`` (a formula, in Excel or LibreOffice) escaped with an apostrophe."""
+    text = "".join(ch if ch >= " " or ch == "\t" else " " for ch in str(value)).replace("\t", " ")
+    return "'" + text if text.startswith(_FORMULA) else text
 
 
 def write_gradebook(path: Path, results: list[Result], parts: list) -> None:
     buf = io.StringIO()
     w = csv.writer(buf)
-    w.writerow(["student", "status"] + [gid for gid, _ in parts] + ["total", "max", "reason"])
+    w.writerow(["student", "status"] + [gid for gid, _ in parts] + ["total", "max", "reason", "limits"])
     for r in sorted(results, key=lambda r: r.student):
-        w.writerow([r.student, r.status] + [f"{r.points.get(gid, 0):g}" for gid, _ in parts] +
-                   [f"{r.total:g}", f"{r.max_total:g}", r.reason])
+        w.writerow([_cell(r.student), r.status] + [f"{r.points.get(gid, 0):g}" for gid, _ in parts] +
+                   [f"{r.total:g}", f"{r.max_total:g}", _cell(r.reason), _cell(r.limits)])
     atomic_write_text(path, buf.getvalue())
 
 
 def _safe_name(student: str) -> str:
-    """A file name for a student; names that had to change get a hash so two cannot collide."""
-    s = "".join(ch if ch.isalnum() or ch in "-_.@" else "_" for ch in student).lstrip(".")[:100]
-    return s if s == student else f"{s}-{_sha(student.encode())[:8]}"
+    """The file name of a student's feedback and record: one-to-one, also on a case-insensitive
+    disk. A name of lower-case letters, digits and ``-_.@`` is kept as it is; any other gets a
+    12-digit hash of the exact name (and a kept name can never end like that)."""
+    s = "".join(ch if ch.isascii() and (ch.isalnum() or ch in "-_.@") else "_" for ch in student)
+    s = s.lstrip(".").lower()[:80]
+    if s == student and not re.search(r"-[0-9a-f]{12}$", s):
+        return s
+    return f"{s or 'student'}-{_sha(student.encode())[:12]}"
+
+
+def _lock(state: Path):
+    """An exclusive lock on the gradebook's state folder (two graders on one gradebook would
+    overwrite each other's records), held until the process ends."""
+    f = open(state / "lock", "a+")
+    try:
+        fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        f.close()
+        raise RuntimeError(f"another cvdl grade is writing this gradebook ({state}); wait for it to finish")
+    return f
+
+
+def _clean_stale(state: Path) -> None:
+    """Job and key folders left by a grader that was killed (we hold the lock: none is in use)."""
+    for p in list((state / "jobs").glob("job-*")) + list(state.glob(".key-*")) + list(state.glob(".sandbox-grading-*")):
+        shutil.rmtree(p, ignore_errors=True)
 
 
 def grade(lab: str, submissions: str | os.PathLike, out: str | os.PathLike, opts: Options | None = None,
@@ -582,34 +830,51 @@ def grade(lab: str, submissions: str | os.PathLike, out: str | os.PathLike, opts
         raise ValueError(f"submissions folder {subs_dir} does not exist")
     feedback = Path(feedback).resolve() if feedback else out.with_name(f"{out.stem}-feedback")
     state = out.with_name(f".{out.stem}.cvdl")
-    for d in (state / "records", feedback):
+    for d in (state / "records", state / "jobs", feedback):
         d.mkdir(parents=True, exist_ok=True)
+    lock = _lock(state)
+    try:
+        _clean_stale(state)
+        return _grade(sol, subs_dir, out, opts, feedback, state, roster, log)
+    finally:
+        lock.close()
+
+
+def _grade(sol, subs_dir, out, opts, feedback, state, roster, log) -> list[Result]:
     sandbox = sandbox_kind(opts.sandbox)
+    limiter = sandbox_limits.whole_sandbox(opts.memory_mb + sandbox_limits.HEADROOM_MB, want=opts.limits)
     if sandbox == "none":
         log("WARNING: bubblewrap (bwrap) is not available; grading in the weaker fallback mode: each "
             "submission runs in its own process and folder with memory and time limits, but it can "
             "read files this user can read (including the solutions) and use the network. Install "
             "bubblewrap (apt-get install bubblewrap) for real isolation.")
     else:
-        log("sandbox: bubblewrap (no network, read-only system, private folder, own PID namespace)")
+        log("sandbox: bubblewrap (no network, read-only system, private folder, own PID namespace, "
+            f"{SHM_MB} MB /tmp and /dev/shm)")
+    log(f"limits: {limiter.describe()}; each process {opts.memory_mb} MB of heap; {opts.timeout:g} s"
+        + ("" if limiter.kind != "watchdog" else
+           " (no cgroup can be made here: the watchdog reacts within 0.1 s, not at once)"))
     key = build_key(sol, state, timeout=max(opts.timeout, 600))
-    todo = find_submissions(subs_dir, sol.stem, roster)
+    grading = _sandbox_grading(state) if sandbox == "bwrap" else None
+    todo = scan_submissions(subs_dir, sol.stem, roster)
     results: dict[str, Result] = {}
     pending = []
-    for student, path in todo:
+    for student, path, problem in todo:
         rec = state / "records" / f"{_safe_name(student)}.json"
-        if not opts.regrade and rec.exists() and path is not None:
+        if not opts.regrade and rec.exists() and path is not None and problem is None:
             try:
                 old = Result(**json.loads(rec.read_text()))
-                if old.key == key.sha and old.sha256 == _sha(path.read_bytes()):
+                if old.student == student and old.key == key.sha and old.sha256 == _sha(read_submission(path)):
                     old.resumed = True
                     results[student] = old
                     continue
-            except (ValueError, TypeError, OSError):
+            except (ValueError, TypeError, OSError, Unreadable):
                 pass
-        pending.append((student, path))
+        pending.append((student, path, problem))
     if len(results):
-        log(f"resuming: {len(results)} already graded, {len(pending)} to grade (--regrade to redo all)")
+        n_none = sum(1 for _, path, problem in pending if path is None or problem is not None)
+        log(f"resuming: {len(results)} already graded, {len(pending) - n_none} to grade"
+            + (f", {n_none} without a notebook to grade" if n_none else "") + " (--regrade to redo all)")
     lock = threading.Lock()
 
     def finish(r: Result) -> None:
@@ -620,20 +885,20 @@ def grade(lab: str, submissions: str | os.PathLike, out: str | os.PathLike, opts
             atomic_write_text(state / "records" / f"{name}.json", json.dumps(asdict(r)))
             write_gradebook(out, list(results.values()), key.parts)
 
-    def one(student, path) -> Result:
+    def one(student, path, problem) -> Result:
         try:
-            return grade_submission(student, path, key, state, opts, sandbox)
+            return grade_submission(student, path, key, state, opts, sandbox, limiter, grading, problem)
         except Exception as exc:  # noqa: BLE001 - one bad submission never stops the batch
-            return Result(student, "crashed", f"internal grader error ({type(exc).__name__}: {exc})",
+            return Result(student, "crashed", _short(f"internal grader error ({type(exc).__name__}: {exc})", 300),
                           {gid: 0.0 for gid, _ in key.parts}, 0.0, sum(p for _, p in key.parts),
-                          key=key.sha, sandbox=sandbox)
+                          key=key.sha, sandbox=sandbox, limits=limiter.describe())
 
     bar = None
     if opts.progress and pending:
         from tqdm.auto import tqdm
         bar = tqdm(total=len(pending), desc=f"grading {sol.stem}", unit="nb")
     with cf.ThreadPoolExecutor(max_workers=max(1, opts.jobs)) as pool:
-        futures = [pool.submit(one, s, p) for s, p in pending]
+        futures = [pool.submit(one, s, p, why) for s, p, why in pending]
         for fut in cf.as_completed(futures):
             finish(fut.result())
             if bar is not None:
@@ -641,4 +906,4 @@ def grade(lab: str, submissions: str | os.PathLike, out: str | os.PathLike, opts
     if bar is not None:
         bar.close()
     write_gradebook(out, list(results.values()), key.parts)
-    return [results[s] for s, _ in todo]
+    return [results[s] for s, _, _ in todo]

@@ -7,7 +7,11 @@ returned on the grading inputs. Verdicts are computed by the grader, outside.
 
 ``JOB_DIR/job.json`` holds ``mode`` (``harness``: a student's cells, tests replaced by
 ``run_part``; ``record``: the instructor's solution, test cells record the grading key),
-``cells`` (``{"kind": "code"|"test", "source", "part", "hidden_blocks"}``) and the limits.
+``cells`` (``{"kind": "code", "source", "part"}``, or ``{"kind": "test", "part"}`` — in harness
+mode a test cell carries no source: the sandbox never sees hidden tests or reference helpers;
+in record mode also ``source`` and ``hidden_blocks``) and the limits. The first line of stdin is
+a token that the final ``done`` event carries: a submission that writes a ``done`` of its own and
+exits does not know it (it is read before any cell runs and kept in no file).
 Cells run in one IPython ``InteractiveShell`` (magics work) in the process itself: no Jupyter
 kernel, no sockets, and a crash is this process's exit status.
 """
@@ -85,6 +89,8 @@ def main(argv: list[str]) -> int:
     if __name__ == "__main__" and sys.path and os.path.basename(sys.path[0]) == "grading":
         del sys.path[0]  # run as a script: cvdl/grading must not shadow top-level modules
     job_dir = os.path.abspath(argv[1])
+    token = sys.stdin.readline().strip()
+    sys.stdin = open(os.devnull)
     with open(os.path.join(job_dir, "job.json")) as f:
         job = json.load(f)
     _limits(job)
@@ -170,7 +176,8 @@ def main(argv: list[str]) -> int:
     if mode == "record":
         with open(os.path.join(key, "checks.json"), "w") as f:
             json.dump(record["checks"], f)
-    event(event="done")
+    event(event="done", token=token)
+    del token
     progress.close()
     os._exit(0)  # skip interpreter teardown (atexit hooks a notebook may have registered)
 

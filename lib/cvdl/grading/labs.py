@@ -165,12 +165,11 @@ def validate_solution(nb: dict, name: str = "notebook") -> None:
     if not tagged:
         raise ValueError(f"{name}: no cell is tagged 'parameters'")
     answers = {meta(c)["grade_id"]: source(c) for c in nb.get("cells", []) if role(c) == "solution"}
-    for gid, names in forbidden(nb).items():
+    for gid in forbidden(nb):
         if gid not in answers:
             raise ValueError(f"{name}: metadata cvdl.forbidden names {gid!r}, which is not a solution cell")
-        hits = forbidden_uses(answers[gid], names)
-        if hits:
-            raise ValueError(f"{name}: the solution of {gid!r} uses what it forbids: {hits}")
+    for gid, why in answer_violations(nb, answers).items():
+        raise ValueError(f"{name}: the solution of {gid!r} {why}")
 
 
 # no answer may call the references it is checked against
@@ -188,46 +187,298 @@ def forbidden(nb: dict) -> dict[str, list[str]]:
     return out
 
 
+# Ways to reach code by a name computed at run time, or to run code the check cannot read: no
+# graded answer may use them (a lab's answer never needs them), so that a forbidden function
+# cannot be reached without being named. See docs/grading.md.
+DYNAMIC_NAMES = {"eval", "exec", "compile", "__import__", "globals", "locals", "vars", "breakpoint",
+                 "get_ipython", "__builtins__", "__loader__", "__spec__", "__dict__"}
+DYNAMIC_MODULES = ["importlib", "runpy", "inspect", "builtins", "pickle", "_pickle", "cPickle", "marshal",
+                   "shelve", "dill", "cloudpickle", "joblib", "copyreg", "ctypes", "cffi", "gc", "types",
+                   "code", "codeop", "pydoc", "imp", "pkgutil", "zipimport", "subprocess", "pty", "IPython",
+                   "sys.modules", "sys._getframe", "sys.meta_path", "sys.path_hooks", "sys.path_importer_cache",
+                   "os.system", "os.popen", "os.execl", "os.execle", "os.execlp", "os.execv", "os.execve",
+                   "os.execvp", "os.execvpe", "os.spawnl", "os.spawnv", "os.posix_spawn", "os.posix_spawnp",
+                   "operator.attrgetter", "operator.methodcaller", "torch.ops", "torch._C", "torch.jit",
+                   "torch.hub", "torch.package", "torch.load", "torch.utils.cpp_extension"]
+ALLOWED_DUNDERS = {"__init__", "__name__", "__doc__", "__call__", "__len__", "__getitem__", "__setitem__",
+                   "__iter__", "__next__", "__repr__", "__str__", "__enter__", "__exit__", "__eq__", "__lt__",
+                   "__hash__", "__main__", "__version__", "__file__", "__class__"}
+DYNAMIC_ATTRS = {"tb_frame", "f_back", "f_locals", "f_globals", "f_builtins", "f_code", "gi_frame", "cr_frame",
+                 "ag_frame", "gi_code", "co_code"}   # frames and code objects: the runner's own variables
+SAFE_LINE_MAGICS = {"time", "timeit", "matplotlib", "precision", "pprint", "config"}   # their line is Python
+SAFE_CELL_MAGICS = {"time", "timeit", "capture"}                                   # their body is Python
+_CODE_MAGICS = {"time", "timeit"}  # line magics whose argument is code
+
+
 def _dotted(node) -> str:
     parts = []
     while isinstance(node, ast.Attribute):
         parts.append(node.attr)
         node = node.value
-    parts.append(node.id if isinstance(node, ast.Name) else "?")
+    if isinstance(node, ast.Name):
+        parts.append(node.id)
+    elif isinstance(node, ast.Call) and isinstance(node.func, ast.Name):
+        parts.append(node.func.id + "()")
+    else:
+        parts.append("?")
     return ".".join(reversed(parts))
 
 
-def forbidden_uses(text: str, names: list[str]) -> list[str]:
-    """The uses in ``text`` of any of ``names``: imported modules (``cvdl.conv`` also matches
-    ``from cvdl import conv``), attributes (``conv2d`` matches ``F.conv2d``) and the same names as
-    strings (``getattr(F, "conv2d")``, ``__import__("cvdl.conv")``). A static check: it stops the
-    honest shortcut, not a determined obfuscator (see docs/grading.md)."""
+class _Info:
+    """What one piece of code names: imports, aliases, bindings, loads, attributes, strings, and
+    the dynamic means it uses (each a phrase for the reason)."""
+
+    def __init__(self):
+        self.imports: list[str] = []
+        self.aliases: dict[str, str] = {}   # local name -> module or object path
+        self.bound: set[str] = set()
+        self.loads: set[str] = set()
+        self.dotted: list[str] = []
+        self.strings: list[str] = []
+        self.dynamic: list[str] = []
+        self.stores: list[str] = []         # attribute targets that are assigned (``np.x = ...``)
+        self.skip: set[int] = set()         # get_ipython() calls that are the receiver of a safe magic
+
+    def merge(self, other: "_Info") -> None:
+        self.imports += other.imports
+        self.aliases.update(other.aliases)
+        self.bound |= other.bound
+        self.loads |= other.loads
+        self.dotted += other.dotted
+        self.strings += other.strings
+        self.dynamic += other.dynamic
+        self.stores += other.stores
+
+
+def _transform(text: str) -> str:
     try:
         from IPython.core.inputtransformer2 import TransformerManager
-        text = TransformerManager().transform_cell(text)
+        return TransformerManager().transform_cell(text)
     except Exception:  # noqa: BLE001 - without IPython, magics are simply not understood
-        pass
+        return text
+
+
+def _literal(node) -> str | None:
+    return node.value if isinstance(node, ast.Constant) and isinstance(node.value, str) else None
+
+
+def _analyse(text: str, depth: int = 0) -> _Info:
+    """Read ``text`` (a cell, IPython syntax allowed) without running it."""
+    info = _Info()
     try:
-        tree = ast.parse(text)
-    except (SyntaxError, ValueError):
-        return []
-    uses: list[str] = []
+        tree = ast.parse(_transform(text))
+    except (SyntaxError, ValueError, RecursionError, MemoryError):
+        return info   # IPython cannot run it either: nothing it names is used
+    if depth > 3:
+        info.dynamic.append("magics nested in magics")
+        return info
+    docstrings = set()
+    for node in ast.walk(tree):
+        if isinstance(node, (ast.Module, ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)) and node.body:
+            first = node.body[0]
+            if isinstance(first, ast.Expr) and _literal(first.value) is not None:
+                docstrings.add(id(first.value))
     for node in ast.walk(tree):
         if isinstance(node, ast.Import):
-            uses += [a.name for a in node.names]
-        elif isinstance(node, ast.ImportFrom) and node.module:
-            uses += [node.module] + [f"{node.module}.{a.name}" for a in node.names]
+            for a in node.names:
+                info.imports.append(a.name)
+                local = a.asname or a.name.split(".")[0]
+                info.aliases[local] = a.name if a.asname else a.name.split(".")[0]
+                info.bound.add(local)
+        elif isinstance(node, ast.ImportFrom):
+            mod = ("." * node.level) + (node.module or "")
+            info.imports.append(mod)
+            for a in node.names:
+                info.imports.append(f"{mod}.{a.name}")
+                if a.name == "*":
+                    info.dynamic.append(f"from {mod} import *")
+                    continue
+                info.aliases[a.asname or a.name] = f"{mod}.{a.name}"
+                info.bound.add(a.asname or a.name)
+        elif isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+            info.bound.add(node.name)
+        elif isinstance(node, ast.arg):
+            info.bound.add(node.arg)
+        elif isinstance(node, ast.Name):
+            if isinstance(node.ctx, ast.Load):
+                info.loads.add(node.id)
+            else:
+                info.bound.add(node.id)
+            if node.id in DYNAMIC_NAMES and node.id != "get_ipython":
+                info.dynamic.append(node.id)
+        elif isinstance(node, (ast.Global, ast.Nonlocal)):
+            info.bound.update(node.names)
+        elif isinstance(node, ast.ExceptHandler) and node.name:
+            info.bound.add(node.name)
         elif isinstance(node, ast.Attribute):
-            uses.append(_dotted(node))
-        elif isinstance(node, ast.Constant) and isinstance(node.value, str) and len(node.value) < 100:
-            uses.append(node.value)
+            info.dotted.append(_dotted(node))
+            if (node.attr.startswith("__") and node.attr.endswith("__") and node.attr not in ALLOWED_DUNDERS
+                    or node.attr in DYNAMIC_ATTRS):
+                info.dynamic.append(f".{node.attr}")
+            if isinstance(node.ctx, (ast.Store, ast.Del)):
+                info.stores.append(_dotted(node))
+        elif isinstance(node, ast.Constant) and isinstance(node.value, (str, bytes)) and id(node) not in docstrings:
+            value = node.value.decode("latin-1") if isinstance(node.value, bytes) else node.value
+            if len(value) < 200:
+                info.strings.append(value.strip())
+        elif isinstance(node, ast.Call):
+            _call(node, info, depth)
+    return info
+
+
+def _call(node: ast.Call, info: _Info, depth: int) -> None:
+    f = node.func
+    # magics, as IPython rewrote them: get_ipython().run_line_magic('run', '-m cvdl.conv'), ...
+    if isinstance(f, ast.Attribute) and isinstance(f.value, ast.Call) and isinstance(f.value.func, ast.Name) \
+            and f.value.func.id == "get_ipython":
+        info.skip.add(id(f.value))
+        args = [_literal(a) for a in node.args]
+        if f.attr == "run_line_magic" and args and args[0] in SAFE_LINE_MAGICS:
+            if args[0] in _CODE_MAGICS and len(args) > 1 and args[1]:
+                info.merge(_analyse(args[1], depth + 1))
+            return
+        if f.attr == "run_cell_magic" and len(args) == 3 and args[0] in SAFE_CELL_MAGICS and args[2] is not None:
+            info.merge(_analyse(args[2], depth + 1))
+            if args[0] in _CODE_MAGICS and args[1]:
+                info.merge(_analyse(args[1], depth + 1))
+            return
+        what = {"run_line_magic": "%", "run_cell_magic": "%%"}.get(f.attr)
+        info.dynamic.append(f"{what}{args[0]}" if what and args and args[0] else
+                            "a shell command (!)" if f.attr in ("system", "getoutput") else f"get_ipython().{f.attr}")
+        return
+    if isinstance(f, ast.Name) and f.id == "get_ipython" and id(node) not in info.skip:
+        info.dynamic.append("get_ipython()")
+        return
+    if isinstance(f, ast.Name) and f.id in ("getattr", "setattr", "delattr") and len(node.args) >= 2:
+        name = _literal(node.args[1])
+        if name is None and f.id == "getattr":
+            info.dynamic.append("getattr with a computed name")
+        elif name is None:          # setattr(parent, name, ...) on a model is fine; on a module it is not
+            info.stores.append(f"{_dotted(node.args[0])}.<computed>")
+        else:
+            target = f"{_dotted(node.args[0])}.{name}"
+            info.dotted.append(target)
+            if f.id != "getattr":
+                info.stores.append(target)
+
+
+def _resolve(path: str, aliases: dict[str, str]) -> str:
+    head, _, rest = path.partition(".")
+    if head in aliases:
+        return aliases[head] + ("." + rest if rest else "")
+    return path
+
+
+def _matches(use: str, name: str) -> bool:
+    return use == name or use.startswith(name + ".") or use.endswith("." + name) or ("." + name + ".") in use
+
+
+def _uses(info: _Info, names: list[str], given: _Info) -> list[str]:
+    """The forbidden ``names`` that ``info`` uses (its own aliases, then the given cells')."""
+    aliases = dict(given.aliases)
+    aliases.update(info.aliases)
+    candidates = list(info.imports) + list(info.strings)
+    for d in info.dotted:
+        head = d.split(".")[0]
+        own = head in info.aliases or head not in info.bound
+        candidates += [d, _resolve(d, aliases if own else {})]
+    for n in info.loads - info.bound:
+        candidates.append(n)
+        if n in given.aliases:
+            candidates.append(given.aliases[n])
+    for n in info.loads & info.bound:   # own imports used bare: "from torch import nn" then nn(...)
+        if n in info.aliases:
+            candidates.append(info.aliases[n])
     hits = []
-    for use in uses:
+    for use in candidates:
         for name in names:
-            if use == name or use.startswith(name + ".") or use.endswith("." + name):
-                if use not in hits:
-                    hits.append(use)
+            if _matches(use, name) and use not in hits:
+                hits.append(use)
     return hits
+
+
+def _dynamic_modules(info: _Info, given: _Info) -> list[str]:
+    """Uses of :data:`DYNAMIC_MODULES`, by their real (alias-resolved) module path only."""
+    aliases = dict(given.aliases)
+    aliases.update(info.aliases)
+    paths = list(info.imports)
+    paths += [_resolve(d, aliases) for d in info.dotted if d.split(".")[0] in aliases]
+    paths += [aliases[n] for n in info.loads if n in aliases]
+    return [p for p in dict.fromkeys(paths)
+            if any(p == m or p.startswith(m + ".") for m in DYNAMIC_MODULES)]
+
+
+def _modifies_modules(info: _Info, given: _Info) -> list[str]:
+    aliases = dict(given.aliases)
+    aliases.update(info.aliases)
+    return [t for t in info.stores if t.split(".")[0] in aliases]
+
+
+def answer_violations(solution: dict, answers: dict[str, str]) -> dict[str, str]:
+    """``{solution grade_id: reason}`` for every answer that uses what its part forbids (the
+    notebook's ``cvdl.forbidden`` plus :data:`ALWAYS_FORBIDDEN`), or a way to reach code by a
+    computed name (:data:`DYNAMIC_NAMES`, :data:`DYNAMIC_MODULES`, dunder attributes, magics other
+    than :data:`SAFE_LINE_MAGICS` / :data:`SAFE_CELL_MAGICS`, shell commands).
+
+    A static check of the source: imports and their aliases (also those made by the lab's given
+    cells: ``F`` from ``import torch.nn.functional as F``), attributes, bare names, names as
+    strings (``getattr(F, "conv2d")``), the bodies of ``%%time`` / ``%%capture`` cells, and the
+    other answer cells an answer calls (``conv2d`` calling a helper defined in another answer is
+    checked against ``conv2d``'s list).
+    """
+    table = forbidden(solution)
+    given = _Info()
+    answer_ids = set()
+    for cell in solution.get("cells", []):
+        if cell.get("cell_type") != "code":
+            continue
+        if role(cell) == "solution":
+            answer_ids.add(meta(cell).get("grade_id"))
+        elif role(cell) == "other":
+            given.merge(_analyse(source(cell)))
+    infos = {gid: _analyse(text) for gid, text in answers.items() if gid in answer_ids}
+    defined_by = {}
+    for gid, info in infos.items():
+        for n in info.bound:
+            defined_by.setdefault(n, gid)
+    out = {}
+    for gid, names in table.items():
+        if gid not in infos:
+            continue
+        info = infos[gid]
+        dynamic = list(dict.fromkeys(info.dynamic + _dynamic_modules(info, given)))
+        stores = _modifies_modules(info, given)
+        if dynamic:
+            out[gid] = (f"uses {', '.join(_short(d) for d in dynamic[:3])}, which no graded answer may use "
+                        "(a way to reach code by a computed name, or to run code the grader cannot read)")
+            continue
+        if stores:
+            out[gid] = f"modifies the module attribute {_short(stores[0])}, which no graded answer may do"
+            continue
+        hits = [_short(h) for h in _uses(info, names, given)]
+        seen, todo = {gid}, [n for n in info.loads - info.bound if n in defined_by]
+        while todo:                     # helpers defined in other answer cells, called from this one
+            other = defined_by[todo.pop()]
+            if other in seen:
+                continue
+            seen.add(other)
+            more = _uses(infos[other], names, given)
+            hits += [f"{_short(h)} (in solution cell {other!r}, which it calls)" for h in more]
+            todo += [n for n in infos[other].loads - infos[other].bound if n in defined_by]
+        if hits:
+            out[gid] = f"uses {', '.join(hits[:3])}, which this part does not allow"
+    return out
+
+
+def _short(text: str, n: int = 60) -> str:
+    text = str(text)
+    return text if len(text) <= n else text[:n] + "…"
+
+
+def forbidden_uses(text: str, names: list[str]) -> list[str]:
+    """The uses in ``text`` of any of ``names`` (one cell on its own; :func:`answer_violations`
+    also follows the lab's given cells and the other answers)."""
+    return _uses(_analyse(text), names, _Info())
 
 
 def make_lab(solution: dict) -> dict:
@@ -321,10 +572,10 @@ def submission_answers(nb) -> tuple[dict[str, str], list[str]]:
         if not isinstance(gid, str):
             continue
         if gid in answers:
-            notes.append(f"solution cell {gid!r} appears twice; the first one was graded")
+            notes.append(f"solution cell {_short(gid)!r} appears twice; the first one was graded")
             continue
         if cell.get("cell_type") != "code":
-            notes.append(f"solution cell {gid!r} is not a code cell; ignored")
+            notes.append(f"solution cell {_short(gid)!r} is not a code cell; ignored")
             continue
         answers[gid] = src
     return answers, notes
