@@ -243,6 +243,14 @@ def _zoo(root: Path, victim: Path, gradebook: Path) -> dict[str, object]:
         "_ref = ['ndarray', 'big.npy']\n"
         "json.dump([['list', [_ref] * 9000]] * 6, open('../out/results/test_conv2d.json', 'w'))\n"
         "open('../out/results/test_image_gradients.json', 'w').write('[' * 200000 + ']' * 200000)\n")})
+    # a later part (torch allowed there) rewrites an earlier part's signed results and one of its arrays
+    zoo["forged_signed"] = _with(sol, prefix={"orientation_histogram": (
+        "import json, glob\n"
+        "_d = json.load(open('../out/results/test_conv2d.json'))\n"
+        "_d['payload']['results'] = _d['payload']['results'][::-1]\n"
+        "json.dump(_d, open('../out/results/test_conv2d.json', 'w'))\n"
+        "_a = sorted(glob.glob('../out/results/test_correlate2d_*.npy'))[0]\n"
+        "np.save(_a, np.load(_a) + 1.0)\n")})
     zoo["nested_notebook"] = b'{"cells": ' + b"[" * 200_000 + b"]" * 200_000 + b"}"
     # --- 7. a student's own grade_id, 50 kB long
     long_id = _with(sol)
@@ -259,6 +267,7 @@ def _zoo(root: Path, victim: Path, gradebook: Path) -> dict[str, object]:
         "    _f.write(json.dumps({'event': 'done'}) + '\\n')\n"
         "os._exit(0)")})
     zoo["byte_order_mark"] = b"\xef\xbb\xbf" + labs.dumps_notebook(sol).encode()
+    zoo["wrong_lab"] = labs.read_notebook(ROOT / "solutions" / "02_conv_arithmetic.ipynb")
     return zoo
 
 
@@ -283,8 +292,8 @@ EXPECTED = {
     "correct": ("ok", 10, "4 of 4 parts passed"),
     "partial": ("ok", 4, "2 of 4 parts passed"),
     "unsolved": ("ok", 0, "0 of 4 parts passed"),
-    "infinite_loop": ("timed out", 0, "solution cell 'correlate2d'"),
-    "os_exit": ("crashed", 2, "exited with status 3 while running solution cell 'conv2d'"),
+    "infinite_loop": ("timed out", 0, "answer cell 'correlate2d'"),
+    "os_exit": ("crashed", 2, "exited with status 3 while running answer cell 'conv2d'"),
     "segfault": ("crashed", 0, "SIGSEGV"),
     "memory_bomb": ("crashed", 7, "memory limit"),
     "builtins": ("ok", 0, "0 of 4 parts passed"),
@@ -296,15 +305,15 @@ EXPECTED = {
     "invalid_json": ("invalid notebook", 0, "not a readable notebook"),
     "unknown_kernel": ("ok", 10, "no-such-kernel"),
     "huge_output": ("ok", 10, "4 of 4 parts passed"),
-    "uses_library": ("ok", 7, "solution cell 'conv2d' uses torch"),
+    "uses_library": ("ok", 7, "answer cell 'conv2d' uses torch"),
     "missing": ("missing", 0, "no submission"),
     "not_on_time": ("missing", 0, "no submission"),   # on the roster, nothing handed in
     # 1. secrets
     "read_job": ("ok", 10, "4 of 4 parts passed"),
     "read_library": ("ok", 10, "4 of 4 parts passed"),
     # 2. bypasses of the forbidden-name rule
-    "bypass_names": ("ok", 3, "getattr with a computed name"),
-    "bypass_cell_magic": ("ok", 7, "solution cell 'conv2d' uses torch"),
+    "bypass_names": ("ok", 0, "all parts score 0"),     # %run, getattr with a computed name: tampering tools
+    "bypass_cell_magic": ("ok", 7, "answer cell 'conv2d' uses torch"),
     # 3. environment
     "read_environ": ("ok", 10, "4 of 4 parts passed"),
     # 4. whole-sandbox limits (a cgroup makes fork fail; the watchdog kills the sandbox)
@@ -313,6 +322,7 @@ EXPECTED = {
     "shared_memory": ("crashed", 2, "memory limit"),
     # 5. the verdict's reading
     "forged_results": ("ok", 5, "2 of 4 parts passed"),
+    "forged_signed": ("ok", 5, "2 of 4 parts passed"),
     "nested_notebook": ("invalid notebook", 0, "nested too deeply"),
     # 6. not regular files
     "link_to_solution": ("invalid notebook", 0, "symbolic link"),
@@ -327,8 +337,9 @@ EXPECTED = {
     "Alice": ("missing", 0, "no notebook"),
     "alice": ("missing", 0, "no notebook"),
     # 8. statuses
-    "forged_done": ("crashed", 2, "exited before the end of the notebook while running solution cell 'conv2d'"),
+    "forged_done": ("crashed", 2, "exited before the end of the notebook while running answer cell 'conv2d'"),
     "byte_order_mark": ("ok", 10, "4 of 4 parts passed"),
+    "wrong_lab": ("ok", 0, "none of this lab's answer cells is in the notebook"),
     "two_notebooks": ("missing", 0, "2 notebooks (draft.ipynb, final.ipynb), none named 01_convolution.ipynb"),
 }
 BWRAP_ONLY = ("read_solutions", "write_outside", "read_library", "read_environ", "fill_shm")
@@ -418,9 +429,15 @@ def test_zoo_nothing_secret_reaches_feedback_and_the_gradebook_is_safe(zoo_run):
     # the limits in force are in every graded row
     assert all(r["limits"].startswith("whole sandbox: 3072 MB, 64 processes") for r in rows if r["status"] != "missing"
                and r["status"] != "invalid notebook"), {r["student"]: r["limits"] for r in rows}
-    # feedback says why a submission crashed or timed out
+    # feedback says why a submission crashed or timed out, names the lab and the student, shows the
+    # failed visible call, and says "not attempted" rather than repeating NotImplementedError
     assert "status: crashed — the Python process was killed by SIGSEGV" in texts["segfault.txt"]
     assert "status: timed out — stopped after" in texts["infinite_loop.txt"]
+    assert texts["partial.txt"].startswith(f"lab {LAB} — feedback for partial\n")
+    assert "conv2d(<array 1×1×5×5 float32>, <array 1×1×3×3 float32>): result" in texts["deleted_tests.txt"], \
+        texts["deleted_tests.txt"]
+    assert texts["unsolved.txt"].count("not attempted") == 4 and "NotImplementedError:" not in texts["unsolved.txt"]
+    assert "(code given with the lab)" not in texts["unsolved.txt"] and "solution cell" not in texts["unsolved.txt"]
     # the verdict read the forged results within its budget (the grader did not load one array 9 000 times)
     assert zoo_run["grown_mb"] < 600, f"the grader grew by {zoo_run['grown_mb']:.0f} MB"
     assert not list((zoo_run["gradebook"].with_name(".grades.cvdl") / "jobs").iterdir())
@@ -577,7 +594,7 @@ def test_answer_violations_close_the_known_bypasses():
     # a helper in another answer cell is checked against the caller's list
     helper = right["orientation_histogram"] + "\nimport torch as _t\ndef _helper(x):\n    return _t.zeros(1)\n"
     got = labs.answer_violations(sol, dict(right, conv2d=body + "\n_h = _helper", orientation_histogram=helper))
-    assert "in solution cell 'orientation_histogram', which it calls" in got.get("conv2d", ""), got
+    assert "in answer cell 'orientation_histogram', which it calls" in got.get("conv2d", ""), got
     assert "orientation_histogram" not in got      # torch is allowed there
     # what honest answers do is not flagged: magics that only time, docstrings, setattr on a model
     for ok in ("%%time\n" + body, "%time _x = 1\n" + body, "%matplotlib inline\n" + body,
@@ -597,6 +614,26 @@ def test_safe_names_are_one_to_one():
     assert all(len(f) < 100 and "/" not in f and not f.startswith(".") for f in files)
     assert grade._safe_name("bob") == "bob"
     assert grade._cell("=1+2") == "'=1+2" and grade._cell("@SUM(A1)") == "'@SUM(A1)" and grade._cell("a\nb") == "a b"
+
+
+def test_the_verdict_reads_each_array_once_within_a_budget(tmp_path):
+    big = np.zeros(4_000_000, dtype=np.float32)            # 16 MB
+    np.save(tmp_path / "big.npy", big)
+    tree = ["list", [["ndarray", "big.npy"]] * 5000]
+    reader = grade._ArrayReader()
+    rss0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    got = labcheck.load(tree, str(tmp_path), reader)
+    assert len(got[1]) == 5000 and got[1][0][1] is got[1][-1][1]          # one array, read once
+    assert (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - rss0) / 1024 < 200
+    with pytest.raises(ValueError, match="larger than the grader reads"):
+        labcheck.load(tree, str(tmp_path), grade._ArrayReader(budget=1 << 20))
+    with pytest.raises(ValueError, match="nested too deeply"):
+        grade._parse_json(b"[" * 100_000 + b"]" * 100_000)
+    deep = ["list", []]
+    for _ in range(40):
+        deep = ["list", [deep]]
+    with pytest.raises(ValueError, match="nested too deeply"):
+        labcheck.load(deep, str(tmp_path))
 
 
 def test_find_submissions_layouts(tmp_path):
@@ -698,3 +735,80 @@ def test_an_interpreter_reached_through_a_symlink_runs_in_the_sandbox(tmp_path):
     assert r.returncode == 0, r.stderr
     row = next(csv.DictReader((tmp_path / "g.csv").open()))
     assert (row["status"], row["total"]) == ("ok", "10"), row
+
+
+# ----------------------------------------------------------------------------------------------
+# The instructor's side (issue 18): the course in front of you, rosters, the gradebook's folder
+# ----------------------------------------------------------------------------------------------
+
+
+def test_commands_act_on_the_course_in_the_current_folder(tmp_path, monkeypatch, capsys):
+    clone = tmp_path / "clone"
+    shutil.copytree(ROOT / "solutions", clone / "solutions")
+    shutil.copytree(ROOT / "labs", clone / "labs")
+    (clone / "labs" / "02_conv_arithmetic.ipynb").unlink()
+    (clone / "notebooks").mkdir()
+    monkeypatch.chdir(clone / "notebooks")                 # anywhere inside the clone
+    assert labs.course_root() == clone.resolve()
+    assert cli.main(["labs", "generate", "--check"]) == 1
+    err = capsys.readouterr().err
+    assert f"solutions: {clone.resolve() / 'solutions'}" in err and "02_conv_arithmetic.ipynb" in err
+    assert (ROOT / "labs" / "02_conv_arithmetic.ipynb").exists()   # the installed checkout is untouched
+    assert cli.main(["labs", "generate"]) == 0 and (clone / "labs" / "02_conv_arithmetic.ipynb").exists()
+    assert grade.find_lab("02").parent == clone.resolve() / "solutions"
+    monkeypatch.chdir(tmp_path)                             # outside any course: the library's own
+    assert labs.course_root() == ROOT
+
+
+def test_roster_header_comments_and_a_missing_file(tmp_path, capsys):
+    roster = tmp_path / "roster.csv"
+    roster.write_text("Student,Email\n# dropped: carol\nalice,a@x.org\n\nbob,b@x.org\n")
+    assert cli.read_roster(str(roster)) == ["alice", "bob"]
+    roster.write_text("alice\nbob\n")
+    assert cli.read_roster(str(roster)) == ["alice", "bob"]
+    roster.write_text("alice\nalice\n")
+    with pytest.raises(ValueError, match="more than once"):
+        cli.read_roster(str(roster))
+    code = cli.main(["grade", "01", str(tmp_path), "--out", str(tmp_path / "g.csv"), "--roster",
+                     str(tmp_path / "nope.csv")])
+    assert code == 2 and "roster file" in capsys.readouterr().err
+
+
+def test_gradebook_inside_the_submissions_folder_and_students_who_left(tmp_path):
+    subs = tmp_path / "subs"
+    for s in ("ann", "ben", "cid"):
+        (subs / s).mkdir(parents=True)                       # nothing to run: "missing" rows
+    out = subs / "grades.csv"
+    opts = grade.Options(timeout=60, jobs=1, progress=False)
+    grade.grade(LAB, subs, out, opts, log=lambda m: None)
+    again = grade.grade(LAB, subs, out, opts, log=lambda m: None)
+    assert sorted(r.student for r in again) == ["ann", "ben", "cid"]     # not grades-feedback
+    shutil.rmtree(subs / "ben")
+    grade.grade(LAB, subs, out, opts, log=lambda m: None)
+    assert sorted(p.name for p in (subs / "grades-feedback").iterdir()) == ["ann.txt", "cid.txt"]
+    assert [r["student"] for r in csv.DictReader(out.open())] == ["ann", "cid"]
+
+
+def test_a_batch_of_another_lab_is_warned_about(tmp_path):
+    subs = tmp_path / "subs"
+    (subs / "s").mkdir(parents=True)
+    shutil.copy(ROOT / "solutions" / "02_conv_arithmetic.ipynb", subs / "s" / f"{LAB}.ipynb")
+    said = []
+    r = grade.grade(LAB, subs, tmp_path / "g.csv", grade.Options(jobs=1, progress=False), log=said.append)[0]
+    assert r.status == "ok" and r.total == 0 and grade.NO_MATCH in r.reason
+    assert any("WARNING: none of the 1 notebooks has an answer cell of 01_convolution" in m for m in said), said
+    assert any(m.startswith("timeout: 60 s per submission (10 x the solution's own") for m in said), said
+
+
+def test_default_timeout_follows_the_solution():
+    key = grade.Key("x", "", {}, [], {}, Path("."), {}, {}, {}, 3.2)
+    assert grade.default_timeout(key) == 60              # at least a minute
+    key.seconds = 17.4
+    assert grade.default_timeout(key) == 180             # 10 x, rounded up to 10 s
+    key.seconds = 120
+    assert grade.default_timeout(key) == 600             # at most ten minutes
+
+
+def test_the_cvdl_command_does_not_import_torch():
+    code = "import sys, cvdl, cvdl.grading.cli; sys.exit(1 if 'torch' in sys.modules else 0)"
+    assert subprocess.run([sys.executable, "-c", code]).returncode == 0

@@ -35,7 +35,6 @@ lives apart, in ``cvdl.grading``. Private modules: ``cvdl._fetch`` (the dataset 
 verified downloads, the local mirror), ``cvdl._checks`` (argument checks), ``cvdl._io`` (atomic
 file writes).
 """
-from .device import get_device, seed_everything, describe_device
 from .config import is_smoke, is_ci
 from .report import record, record_array
 
@@ -45,7 +44,14 @@ _SUBMODULES = ("arith", "arith_figures", "art", "attacks", "augment", "caption",
                "grading", "metric", "models", "plot", "report", "segment", "seq", "train", "transfer", "video", "viz", "zoo")
 
 
-def __getattr__(name):  # ``cvdl.plot`` etc. work without importing each submodule first
+_LAZY = {"get_device": "device", "seed_everything": "device", "describe_device": "device"}
+
+
+def __getattr__(name):  # ``cvdl.plot`` etc. work without importing each submodule first; ``import cvdl``
+    if name in _LAZY:      # itself does not import torch (the ``cvdl`` command starts in a fraction of a second)
+        import importlib
+
+        return getattr(importlib.import_module(f"{__name__}.{_LAZY[name]}"), name)
     if name in _SUBMODULES:
         import importlib
 

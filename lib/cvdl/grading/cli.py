@@ -16,24 +16,47 @@ from pathlib import Path
 
 def _labs(args) -> int:
     from . import labs
-    changed = labs.generate(args.solutions, args.labs, check=args.check)
+    src = Path(args.solutions).resolve() if args.solutions else labs.solutions_dir()
+    dst = Path(args.labs).resolve() if args.labs else (src.parent / "labs" if args.solutions else labs.labs_dir())
+    print(f"solutions: {src}\nlabs:      {dst}", file=sys.stderr)
+    changed = labs.generate(src, dst, check=args.check)
     if args.check:
         if changed:
-            print("labs/ is out of date with solutions/ for: " + ", ".join(changed) +
+            print(f"{dst} is out of date with {src} for: " + ", ".join(changed) +
                   "\nrun: cvdl labs generate", file=sys.stderr)
             return 1
-        print("labs/ matches solutions/")
+        print(f"{dst} matches {src}")
         return 0
-    print(f"regenerated {len(changed)} lab(s): " + ", ".join(changed) if changed else "labs/ is up to date")
+    print(f"regenerated {len(changed)} lab(s) in {dst}: " + ", ".join(changed) if changed else f"{dst} is up to date")
     return 0
+
+
+def read_roster(path: str) -> list[str]:
+    """Student names from a roster file: the first column of a CSV (or one name per line);
+    ``#`` comments and blank lines skipped, and a first row that is a header (``student``,
+    ``name``, ``id``, ``username``, ``login``, ``email``...) is not a student."""
+    import csv
+    try:
+        text = Path(path).read_text(encoding="utf-8-sig")
+    except FileNotFoundError:
+        raise ValueError(f"roster file {path} does not exist") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ValueError(f"cannot read the roster file {path}: {exc}") from None
+    rows = [r for r in csv.reader(line for line in text.splitlines() if line.strip() and not line.startswith("#"))]
+    names = [r[0].strip() for r in rows if r and r[0].strip()]
+    headers = {"student", "students", "name", "names", "id", "student id", "student_id", "sis id", "username",
+               "user", "login", "email", "e-mail", "sortable name", "full name"}
+    if names and names[0].lower() in headers:
+        names = names[1:]
+    dup = sorted({n for n in names if names.count(n) > 1})
+    if dup:
+        raise ValueError(f"roster file {path} lists {', '.join(dup[:5])} more than once")
+    return names
 
 
 def _grade(args) -> int:
     from . import grade
-    roster = None
-    if args.roster:
-        roster = [line.strip().split(",")[0] for line in Path(args.roster).read_text().splitlines()
-                  if line.strip() and not line.startswith("#")]
+    roster = read_roster(args.roster) if args.roster else None
     opts = grade.Options(timeout=args.timeout, memory_mb=args.memory, jobs=args.jobs,
                          regrade=args.regrade, sandbox=args.sandbox, limits=args.limits, progress=not args.quiet)
     t0 = time.perf_counter()
@@ -63,7 +86,8 @@ def main(argv: list[str] | None = None) -> int:
     pg.add_argument("--jobs", type=int, default=max(1, os.cpu_count() or 1),
                     help="submissions graded in parallel (default: the CPU count)")
     pg.add_argument("--regrade", action="store_true", help="grade again what is already graded")
-    pg.add_argument("--timeout", type=float, default=300.0, help="seconds per submission")
+    pg.add_argument("--timeout", type=float, default=None,
+                    help="seconds per submission (default: 10 x the solution's own run, at least 60 s)")
     pg.add_argument("--memory", type=int, default=2048, help="MB of memory per submission")
     pg.add_argument("--sandbox", choices=["auto", "bwrap", "none"], default=os.environ.get("CVDL_SANDBOX", "auto"),
                     help="bwrap: require bubblewrap; none: the weaker fallback; auto (default): bwrap if it works")

@@ -30,6 +30,7 @@ import fcntl
 import hashlib
 import io
 import json
+import math
 import os
 import re
 import shutil
@@ -53,7 +54,9 @@ MAX_NOTEBOOK_MB = 50
 MAX_RESULT_MB = 64            # one result array
 MAX_RESULTS_READ_MB = 256     # all result arrays of one submission, read by the verdict
 MAX_JSON_DEPTH = 64           # nesting of a result tree (a notebook's JSON: see _parse_json)
+NO_MATCH = "none of this lab's answer cells is in the notebook"
 MAX_REASON = 1000             # characters of the gradebook's reason column
+TIMEOUT_FACTOR, TIMEOUT_MIN_S, TIMEOUT_MAX_S = 10, 60, 600
 SHM_MB = 64                   # the sandbox's /dev/shm and /tmp (tmpfs, in memory)
 SANDBOX_GRADING = ("__init__.py", "labcheck.py", "labrun.py")  # all of cvdl/grading a sandbox sees
 _LIB_ROOT = Path(__file__).resolve().parents[2]  # the folder holding the cvdl package
@@ -62,7 +65,8 @@ _GRADING = Path(__file__).resolve().parent      # cvdl/grading
 
 @dataclass
 class Options:
-    timeout: float = 300.0       # wall-clock seconds per submission, kernel start included
+    timeout: float | None = None  # wall-clock seconds per submission, start-up included; None: from the
+                                  # solution's own run (TIMEOUT_FACTOR x, at least TIMEOUT_MIN_S)
     memory_mb: int = 2048        # heap / anonymous memory (RLIMIT_DATA) per submission
     jobs: int = max(1, (os.cpu_count() or 2))
     regrade: bool = False
@@ -215,9 +219,13 @@ def _run(job_dir: Path, inputs: Path | None, sandbox: str, timeout: float,
     job = limiter.start(f"cvdl-{os.getpid()}-{job_dir.name}") if limiter else None
     join = limiter.preexec(job) if limiter else None
 
+    # the sandbox dies with the grader: bubblewrap at once (its PID namespace takes every process
+    # along); the fallback's runner gets SIGTERM and kills its process group (labrun.py)
+    death = int(signal.SIGKILL if sandbox == "bwrap" else signal.SIGTERM)
+
     def preexec():
-        if _PRCTL is not None:   # the runner dies with the grader (a killed grader leaves nothing)
-            _PRCTL(_PR_SET_PDEATHSIG, int(signal.SIGKILL), 0, 0, 0)
+        if _PRCTL is not None:
+            _PRCTL(_PR_SET_PDEATHSIG, death, 0, 0, 0)
         if join is not None:
             join()
 
@@ -293,8 +301,11 @@ class _ArrayReader:
 
     def __init__(self, budget: int = MAX_RESULTS_READ_MB << 20):
         self.budget, self.cache = budget, {}
+        self.digests: dict[str, str] | None = None   # file name -> sha256 the harness signed
 
     def __call__(self, path: str) -> np.ndarray:
+        if self.digests is not None and os.path.basename(path) not in self.digests:
+            raise Tampered(f"result file {os.path.basename(path)} is not one its tests wrote")
         if path not in self.cache:
             try:
                 size = os.lstat(path).st_size
@@ -303,8 +314,17 @@ class _ArrayReader:
             if size > self.budget:
                 raise ValueError("the result arrays are larger than the grader reads")
             self.budget -= size
-            self.cache[path] = _read_array(path)
+            data = _read_untrusted(Path(path), MAX_RESULT_MB << 20)
+            if data is None:
+                raise ValueError(f"missing or unreadable result file {os.path.basename(path)}")
+            if self.digests is not None and self.digests.get(os.path.basename(path)) != hashlib.sha256(data).hexdigest():
+                raise Tampered(f"result file {os.path.basename(path)} was changed after its tests ran")
+            self.cache[path] = np.load(io.BytesIO(data), allow_pickle=False)
         return self.cache[path]
+
+
+class Tampered(ValueError):
+    """A part's results were not the harness's own (changed after the part's tests ran)."""
 
 
 def _parse_json(data: bytes | str):
@@ -344,6 +364,7 @@ class Key:
     sandbox_checks: dict  # grade_id -> [check entries without "want"]
     hidden: dict         # grade_id -> hidden case count
     part_of: dict        # solution grade_id -> the test part that follows it
+    seconds: float = 0.0  # the solution's own run (record mode), start-up included
 
 
 def _sha(*chunks: bytes) -> str:
@@ -398,6 +419,7 @@ def build_key(solution_path: Path, state: Path, timeout: float = 600.0) -> Key:
                 for tree in case["args"] + list(case["kwargs"].values()):
                     for name in _files_in(tree):
                         shutil.copy(tmp / "out" / "key" / name, inputs / name)
+        (tmp / "out" / "key" / "run.json").write_text(json.dumps({"seconds": round(run.seconds, 2)}))
         shutil.move(str(tmp / "out" / "key"), tmp / "key")
         shutil.rmtree(folder, ignore_errors=True)
         for junk in ("out", "work", "home", "inputs", "job.json", "stdio.txt"):
@@ -428,8 +450,19 @@ def build_key(solution_path: Path, state: Path, timeout: float = 600.0) -> Key:
         elif labs.role(cell) == "test":
             part_of.update({gid: labs.meta(cell)["grade_id"] for gid in waiting})
             waiting = []
+    try:
+        seconds = float(json.loads((folder / "key" / "run.json").read_text())["seconds"])
+    except (OSError, ValueError, KeyError):
+        seconds = 0.0
     return Key(solution_path.stem, sha, solution, parts, checks, folder / "inputs-ro",
-               sandbox_checks, hidden, part_of)
+               sandbox_checks, hidden, part_of, seconds)
+
+
+def default_timeout(key: Key) -> float:
+    """``TIMEOUT_FACTOR`` x the solution's own run, rounded up to 10 s, within
+    [``TIMEOUT_MIN_S``, ``TIMEOUT_MAX_S``]: an infinite loop holds a worker for a minute, not five."""
+    t = math.ceil(TIMEOUT_FACTOR * key.seconds / 10) * 10
+    return float(min(TIMEOUT_MAX_S, max(TIMEOUT_MIN_S, t)))
 
 
 def _finished(events: list[dict], token: str) -> bool:
@@ -474,29 +507,63 @@ def _cell_label(cells: list[dict], i) -> str:
     c = cells[i]
     if c["kind"] == "test":
         return f"the tests of {c['part']!r}"
-    return f"solution cell {c['part']!r}" if c.get("part") else f"cell {i + 1} (given code)"
+    return f"answer cell {c['part']!r}" if c.get("part") else f"cell {i + 1} (code given with the lab)"
 
 
-def _verdict(key: Key, out: Path) -> tuple[dict, list[str], bool]:
-    """Points per part, feedback lines and whether a memory error was seen."""
+def _real_folder(path: Path) -> bool:
+    """``path`` is a folder reached without any symbolic link (the sandbox is gone by now)."""
+    try:
+        return stat.S_ISDIR(os.lstat(path).st_mode) and os.path.realpath(path) == os.path.abspath(path)
+    except OSError:
+        return False
+
+
+def _signed_results(data: bytes | None, token: str | None, reader: "_ArrayReader"):
+    """The list of case results in a part's file, or None; raises Tampered when the file is not
+    the harness's own (a bad or missing signature)."""
+    if data is None:
+        return None
+    try:
+        doc = _parse_json(data)
+    except ValueError:
+        return None
+    if token is None:   # unsigned (the key's own format, and tests)
+        return doc if isinstance(doc, list) else None
+    if not (isinstance(doc, dict) and isinstance(doc.get("payload"), dict) and isinstance(doc.get("sig"), str)):
+        raise Tampered("its results file is not the one the tests wrote")
+    import hmac
+    mac_key = hashlib.sha256(b"cvdl-results\0" + token.encode()).digest()
+    want = hmac.new(mac_key, labcheck.canonical(doc["payload"]), "sha256").hexdigest()
+    if not hmac.compare_digest(want, doc["sig"]):
+        raise Tampered("its results were changed after its tests ran")
+    results, files = doc["payload"].get("results"), doc["payload"].get("files")
+    if not isinstance(results, list) or not isinstance(files, dict):
+        raise Tampered("its results file is not the one the tests wrote")
+    reader.digests = {str(k): str(v) for k, v in files.items()}
+    return results
+
+
+def _verdict(key: Key, out: Path, token: str | None = None) -> tuple[dict, list[str], bool]:
+    """Points per part, feedback lines and whether a memory error was seen (``token``: the
+    run's, which the harness signed each part's results with)."""
     points, lines, memory = {}, [], False
     read = _ArrayReader()   # one budget for the whole submission
+    folders_ok = _real_folder(out) and _real_folder(out / "results")
     for gid, pts in key.parts:
-        data = _read_untrusted(out / "results" / f"{gid}.json", 16 << 20)
-        got_list = None
-        if data is not None:
-            try:
-                got_list = _parse_json(data)
-                if not isinstance(got_list, list):
-                    got_list = None
-            except ValueError:
-                got_list = None
         n_cases = sum(len(c["cases"]) for c in key.checks[gid])
+        data = _read_untrusted(out / "results" / f"{gid}.json", 16 << 20) if folders_ok else None
+        read.digests = None
+        try:
+            got_list = _signed_results(data, token, read)
+        except Tampered as exc:
+            points[gid] = 0.0
+            lines.append(f"{gid}: 0/{pts:g} — not graded: {exc}")
+            continue
         if got_list is None or len(got_list) != n_cases:
             points[gid] = 0.0
             lines.append(f"{gid}: 0/{pts:g} — not graded: the tests of this part did not run to the end")
             continue
-        k, vis_fail, hid_total, hid_pass = 0, [], 0, 0
+        k, vis_fail, hid_total, hid_pass, stubs = 0, [], 0, 0, 0
         for cn, chk in enumerate(key.checks[gid]):
             for ci, case in enumerate(chk["cases"]):
                 try:
@@ -504,6 +571,10 @@ def _verdict(key: Key, out: Path) -> tuple[dict, list[str], bool]:
                     reason = labcheck.compare(got, case["want_node"], chk["atol"], chk["rtol"])
                     if got[0] == "error" and ("MemoryError" in got[1] or "can't allocate memory" in got[2]):
                         memory = True
+                    stubs += got[0] == "error" and "NotImplementedError" in got[1] and reason is not None
+                except Tampered as exc:
+                    reason = str(exc)
+                    got = None
                 except Exception as exc:  # noqa: BLE001 - a malformed result is a failed case
                     reason = f"result could not be read ({type(exc).__name__})"
                     got = None
@@ -512,12 +583,14 @@ def _verdict(key: Key, out: Path) -> tuple[dict, list[str], bool]:
                     hid_total += 1
                     hid_pass += reason is None
                 elif reason:
-                    vis_fail.append(f"{chk['fn']}, check {cn + 1}, case {ci + 1}: {reason}")
+                    vis_fail.append(f"{_show_call(chk['fn'], case, key.inputs)}: {reason}")
         passed = not vis_fail and hid_pass == hid_total
         points[gid] = pts if passed else 0.0
         msg = f"{gid}: {points[gid]:g}/{pts:g}"
         if passed:
             msg += " — all checks passed"
+        elif stubs == n_cases:
+            msg += " — not attempted (the answer still raises NotImplementedError)"
         else:
             if vis_fail:
                 msg += "\n    visible checks failed:\n      " + "\n      ".join(f[:400] for f in vis_fail[:5])
@@ -572,6 +645,40 @@ def _short(text, n: int = 60) -> str:
     return text if len(text) <= n else text[:n] + f"… ({len(text)} characters)"
 
 
+def _show_arg(tree, folder: Path, depth: int = 0) -> str:
+    """One recorded argument as a student would write it (arrays by shape and dtype)."""
+    if not isinstance(tree, list) or not tree or depth > 3:
+        return "…"
+    k = tree[0]
+    try:
+        if k in ("ndarray", "tensor"):
+            a = np.load(folder / tree[1], mmap_mode="r", allow_pickle=False)
+            kind = "array" if k == "ndarray" else "tensor"
+            dtype = tree[2].replace("torch.", "") if k == "tensor" else str(a.dtype)
+            return f"<{kind} {'×'.join(map(str, a.shape)) or 'scalar'} {dtype}>"
+    except (OSError, ValueError, IndexError):
+        return f"<{k}>"
+    if k == "fixture":
+        return f"<{tree[1]} fixture>"
+    if k in ("list", "tuple"):
+        items = [_show_arg(t, folder, depth + 1) for t in tree[1][:4]] + (["…"] if len(tree[1]) > 4 else [])
+        return ("[{}]" if k == "list" else "({})").format(", ".join(items) + ("," if k == "tuple" and len(items) == 1 else ""))
+    if k == "dict":
+        return "{" + ", ".join(f"{key!r}: {_show_arg(v, folder, depth + 1)}" for key, v in list(tree[1].items())[:4]) + "}"
+    if k == "none":
+        return "None"
+    if k in ("int", "float", "bool", "str"):
+        return _short(repr(tree[1]), 40)
+    return "…"
+
+
+def _show_call(fn: str, case: dict, folder: Path) -> str:
+    """``conv_output_size(7, 3)``, ``conv2d(<array 1×1×5×5 float32>, <array 1×1×3×3 float32>, stride=2)``."""
+    args = [_show_arg(a, folder) for a in case.get("args", [])]
+    args += [f"{k}={_show_arg(v, folder)}" for k, v in case.get("kwargs", {}).items()]
+    return _short(f"{fn}({', '.join(args)})", 200)
+
+
 def grade_submission(student: str, path: Path | None, key: Key, state: Path, opts: Options,
                      sandbox: str, limiter: "sandbox_limits.Limiter | None" = None,
                      grading: Path | None = None, problem: tuple[str, str] | None = None) -> Result:
@@ -604,18 +711,19 @@ def grade_submission(student: str, path: Path | None, key: Key, state: Path, opt
     if isinstance(ks, dict) and ks.get("name") not in (want_kernel, "python3", None):
         notes.append(f"the notebook asks for kernel {_short(ks.get('name'), 40)!r}; "
                      "it was ignored and the course's Python was used")
+    known = {labs.meta(c).get("grade_id") for c in key.solution["cells"] if labs.role(c) == "solution"}
     if not answers:
-        notes.append("no solution cells found (cells keep nbgrader metadata: work in the lab file itself)")
-        known = {labs.meta(c).get("grade_id") for c in key.solution["cells"] if labs.role(c) == "solution"}
-        if isinstance(nb.get("cells"), list) and not any(
-                labs.meta(c).get("grade_id") in known for c in nb["cells"] if isinstance(c, dict)):
-            notes.append(f"none of this lab's answer cells ({', '.join(sorted(known))}) is in the notebook: "
-                         f"is it a submission of {key.lab}?")
+        notes.append("no answer cells found (cells keep nbgrader metadata: work in the lab file itself)")
+    elif not set(answers) & known:
+        notes.append(f"{NO_MATCH} ({', '.join(sorted(known))}): is this a submission of {key.lab}?")
     cells, more = labs.splice(key.solution, answers)
     notes += more
     banned = {}  # test part -> reason, for answers that use what their part forbids
     for gid, why in labs.answer_violations(key.solution, answers).items():
-        banned[key.part_of[gid]] = f"solution cell {gid!r} {why}"
+        banned[key.part_of[gid]] = f"answer cell {gid!r} {why}"
+    voids = [why for why in banned.values() if labs.VOIDS in why]
+    if voids:   # the tools of tampering: every part of the submission scores 0
+        banned = {part: voids[0] for part, _ in key.parts}
     jobs = state / "jobs"
     jobs.mkdir(exist_ok=True)
     job = Path(tempfile.mkdtemp(prefix="job-", dir=jobs))
@@ -629,18 +737,21 @@ def grade_submission(student: str, path: Path | None, key: Key, state: Path, opt
         (job / "job.json").write_text(json.dumps(job_json))
         if sandbox == "none":  # no mount: the runner reads the inputs from a private copy
             shutil.copytree(key.inputs, job / "inputs")
-        run = _run(job, key.inputs if sandbox == "bwrap" else None, sandbox, opts.timeout, limiter, grading)
+        timeout = opts.timeout or default_timeout(key)
+        run = _run(job, key.inputs if sandbox == "bwrap" else None, sandbox, timeout, limiter, grading)
         rc, timed_out = run.rc, run.timed_out
         res.limits = limiter.describe() if limiter else ""
         res.peak_mb = run.peak_mb
         out = job / "out"
         events = _progress_events(out)
-        res.exec_seconds = round(sum(float(e.get("seconds", 0)) for e in events
-                                     if isinstance(e.get("seconds", 0), (int, float))), 3)
-        points, lines, memory = _verdict(key, out)
+        res.exec_seconds = round(min(opts.timeout or TIMEOUT_MAX_S, sum(
+            float(e["seconds"]) for e in events if isinstance(e.get("seconds"), (int, float))
+            and math.isfinite(e["seconds"]) and 0 <= e["seconds"] <= TIMEOUT_MAX_S)), 3)
+        points, lines, memory = _verdict(key, out, run.token)
         for part, why in banned.items():
             points[part] = 0.0
-            notes.append(why)
+            if why not in notes:
+                notes.append(why)
             lines = [f"{part}: 0/{dict(key.parts)[part]:g} — {why}" if ln.startswith(f"{part}:") else ln
                      for ln in lines]
         started = [e.get("cell") for e in events if e.get("event") == "start"]
@@ -650,7 +761,7 @@ def grade_submission(student: str, path: Path | None, key: Key, state: Path, opt
                                for e in errors)
         done = _finished(events, run.token)
         if timed_out:
-            res.status, res.reason = "timed out", f"stopped after {opts.timeout:g} s while running {last}"
+            res.status, res.reason = "timed out", f"stopped after {timeout:g} s while running {last}"
         elif run.limit:
             res.status, res.reason = "crashed", f"the sandbox was stopped at {run.limit} while running {last}"
         elif rc != 0 or not done:
@@ -851,12 +962,19 @@ def _grade(sol, subs_dir, out, opts, feedback, state, roster, log) -> list[Resul
     else:
         log("sandbox: bubblewrap (no network, read-only system, private folder, own PID namespace, "
             f"{SHM_MB} MB /tmp and /dev/shm)")
-    log(f"limits: {limiter.describe()}; each process {opts.memory_mb} MB of heap; {opts.timeout:g} s"
+    log(f"limits: {limiter.describe()}; each process {opts.memory_mb} MB of heap"
         + ("" if limiter.kind != "watchdog" else
            " (no cgroup can be made here: the watchdog reacts within 0.1 s, not at once)"))
-    key = build_key(sol, state, timeout=max(opts.timeout, 600))
+    key = build_key(sol, state, timeout=max(opts.timeout or 0, TIMEOUT_MAX_S))
+    if opts.timeout is None:
+        opts = Options(**{**asdict(opts), "timeout": default_timeout(key)})
+        log(f"timeout: {opts.timeout:g} s per submission ({TIMEOUT_FACTOR} x the solution's own "
+            f"{key.seconds:.1f} s, at least {TIMEOUT_MIN_S} s; --timeout to change)")
+    else:
+        log(f"timeout: {opts.timeout:g} s per submission (the solution itself took {key.seconds:.1f} s)")
     grading = _sandbox_grading(state) if sandbox == "bwrap" else None
-    todo = scan_submissions(subs_dir, sol.stem, roster)
+    ours = {out, feedback, state}   # the gradebook's own files, when --out is inside the submissions folder
+    todo = [t for t in scan_submissions(subs_dir, sol.stem, roster) if (subs_dir / t[0]).resolve() not in ours]
     results: dict[str, Result] = {}
     pending = []
     for student, path, problem in todo:
@@ -879,6 +997,9 @@ def _grade(sol, subs_dir, out, opts, feedback, state, roster, log) -> list[Resul
 
     def finish(r: Result) -> None:
         with lock:
+            head = f"lab {key.lab} — feedback for {_short(r.student, 80)}"
+            if not r.feedback.startswith(head):
+                r.feedback = f"{head}\n\n{r.feedback}"
             results[r.student] = r
             name = _safe_name(r.student)
             atomic_write_text(feedback / f"{name}.txt", r.feedback + "\n")
@@ -906,4 +1027,14 @@ def _grade(sol, subs_dir, out, opts, feedback, state, roster, log) -> list[Resul
     if bar is not None:
         bar.close()
     write_gradebook(out, list(results.values()), key.parts)
+    # students no longer in the folder (or the roster): their feedback and record go
+    current = {_safe_name(s) for s, _, _ in todo}
+    for rec in (state / "records").glob("*.json"):
+        if rec.stem not in current:
+            (feedback / f"{rec.stem}.txt").unlink(missing_ok=True)
+            rec.unlink(missing_ok=True)
+    graded = [results[s] for s, p, why in todo if p is not None and why is None and results[s].sha256]
+    if graded and all(NO_MATCH in r.reason or "no answer cells found" in r.reason for r in graded):
+        log(f"WARNING: none of the {len(graded)} notebooks has an answer cell of {key.lab}: are these "
+            "submissions of another lab?")
     return [results[s] for s, _, _ in todo]

@@ -617,12 +617,12 @@ def check(fn: Callable, cases: list[Case], *, ref: Callable | None = None, name:
     for i, case in enumerate(cases):
         want = _want(case, ref, fn, probe)
         if want[0] == "error" and case.raises is None:
-            raise RuntimeError(f"the reference for {name} failed on case {i}: {want[1][0]}: {want[2]}")
+            raise RuntimeError(f"the reference for {name} failed on case {i + 1}: {want[1][0]}: {want[2]}")
         args, kwargs = case.materialise()
         got = _call(fn, args, kwargs, probe)
         reason = compare(got, want, atol, rtol)
         if reason:
-            failures.append(f"case {i}: {reason}")
+            failures.append(f"case {i + 1}: {reason}")
     if failures:
         raise AssertionError(f"{name}: {len(failures)} of {_cases(len(cases))} failed\n  " +
                              "\n  ".join(failures))
@@ -644,7 +644,7 @@ def _record(fn, cases, ref, name, atol, rtol, probe, ctx) -> None:
         got = _call(fn, args, kwargs, probe)
         reason = compare(got, want, atol, rtol)
         if reason:  # the solution must pass its own tests, or grading would be meaningless
-            raise AssertionError(f"the solution fails its own check of {name}, case {i}: {reason}")
+            raise AssertionError(f"the solution fails its own check of {name}, case {i + 1}: {reason}")
         stem = f"c{n}_{i}"
         entry["cases"].append({
             "args": [dump_spec(a, folder, f"{stem}_a{j}") for j, a in enumerate(case.args)],
@@ -655,9 +655,14 @@ def _record(fn, cases, ref, name, atol, rtol, probe, ctx) -> None:
     ctx["checks"].append(entry)
 
 
-def run_part(checks: list[dict], namespace: dict, in_folder: str, out_folder: str, part: str) -> None:
+def run_part(checks: list[dict], namespace: dict, in_folder: str, out_folder: str, part: str,
+             sign: Callable[[bytes], str] | None = None) -> None:
     """Harness (inside the sandbox): call the student's functions on the recorded inputs and write
-    the raw, normalised results to ``out_folder/<part>.json``. Computes no verdict."""
+    the raw, normalised results to ``out_folder/<part>.json``. Computes no verdict.
+
+    ``sign`` (the runner's, keyed by the token only it read): the file holds ``{"payload":
+    {"results": [...], "files": {array file: sha256}}, "sig": sign(canonical payload)}``, so that
+    a later cell that rewrites this part's results (or its arrays) is caught by the grader."""
     results = []
     for ci, chk in enumerate(checks):
         fn = namespace.get(chk["fn"])
@@ -682,7 +687,33 @@ def run_part(checks: list[dict], namespace: dict, in_folder: str, out_folder: st
             except Exception as exc:  # noqa: BLE001 - e.g. an unsavable array
                 tree = ["error", _type_names(exc), str(exc)[:500]]
             results.append(tree)
-    atomic_write_text(os.path.join(out_folder, f"{part}.json"), json.dumps(results))
+    if sign is None:
+        atomic_write_text(os.path.join(out_folder, f"{part}.json"), json.dumps(results))
+        return
+    import hashlib
+    files = {}
+    for tree in results:
+        for name in _array_files(tree):
+            with open(os.path.join(out_folder, name), "rb") as f:
+                files[name] = hashlib.sha256(f.read()).hexdigest()
+    payload = {"results": results, "files": files}
+    atomic_write_text(os.path.join(out_folder, f"{part}.json"),
+                      json.dumps({"payload": payload, "sig": sign(canonical(payload))}))
+
+
+def canonical(payload) -> bytes:
+    """The bytes a part's results are signed over (the same after a JSON round trip)."""
+    return json.dumps(payload, sort_keys=True, separators=(",", ":")).encode()
+
+
+def _array_files(tree) -> list[str]:
+    if isinstance(tree, list) and tree and tree[0] in ("ndarray", "tensor") and len(tree) > 1:
+        return [tree[1]]
+    if isinstance(tree, list) and len(tree) > 1 and tree[0] in ("list", "tuple") and isinstance(tree[1], list):
+        return [f for t in tree[1] for f in _array_files(t)]
+    if isinstance(tree, list) and len(tree) > 1 and tree[0] == "dict" and isinstance(tree[1], dict):
+        return [f for t in tree[1].values() for f in _array_files(t)]
+    return []
 
 
 # ----------------------------------------------------------------------------------------------

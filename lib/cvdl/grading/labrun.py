@@ -89,8 +89,16 @@ def main(argv: list[str]) -> int:
     if __name__ == "__main__" and sys.path and os.path.basename(sys.path[0]) == "grading":
         del sys.path[0]  # run as a script: cvdl/grading must not shadow top-level modules
     job_dir = os.path.abspath(argv[1])
+    # the grader died (its parent-death signal, in the fallback mode): take the process group along
+    signal.signal(signal.SIGTERM, lambda *_: os.killpg(0, signal.SIGKILL))
     token = sys.stdin.readline().strip()
     sys.stdin = open(os.devnull)
+    import hashlib
+    import hmac
+    mac_key = hashlib.sha256(b"cvdl-results\0" + token.encode()).digest()
+
+    def sign(data: bytes) -> str:
+        return hmac.new(mac_key, data, "sha256").hexdigest()
     with open(os.path.join(job_dir, "job.json")) as f:
         job = json.load(f)
     _limits(job)
@@ -110,7 +118,6 @@ def main(argv: list[str]) -> int:
     work = os.path.join(job_dir, "work")
     os.makedirs(work, exist_ok=True)
     os.chdir(work)
-    sys.path.insert(0, work)
     mode = job["mode"]
     if mode not in ("harness", "record"):
         raise ValueError(f"mode must be 'harness' or 'record', got {mode!r}")
@@ -121,6 +128,8 @@ def main(argv: list[str]) -> int:
     cfg.HistoryManager.enabled = False
     shell = InteractiveShell.instance(config=cfg)
     ns = shell.user_ns
+    # no module is imported from the working folder: an answer cannot write a module and import it
+    sys.path[:] = [p for p in sys.path if p not in ("", ".", work) and os.path.abspath(p) != work]
 
     key = os.path.join(out, "key")
     record: dict = {"folder": key, "checks": []}
@@ -146,7 +155,7 @@ def main(argv: list[str]) -> int:
                 if labcheck is None:
                     from cvdl.grading import labcheck
                 labcheck.run_part(job["checks"].get(cell["part"], []), ns, os.path.join(job_dir, "inputs"),
-                         os.path.join(out, "results"), cell["part"])
+                                  os.path.join(out, "results"), cell["part"], sign=sign)
             except BaseException as exc:  # noqa: BLE001 - report, go on with the next cell
                 err = (type(exc).__name__, str(exc)[:500], traceback.format_exc()[-4000:])
         elif cell["kind"] == "test":

@@ -141,6 +141,9 @@ def validate_solution(nb: dict, name: str = "notebook") -> None:
         g, text, r = meta(cell), source(cell), role(cell)
         if "parameters" in cell.get("metadata", {}).get("tags", []):
             tagged = True
+        if g.get("task") or (g.get("grade") and g.get("solution")):
+            raise ValueError(f"{name}: cell {i} is graded by hand (nbgrader's manually graded answer or task), "
+                             "which cvdl grade does not support yet; make it an autograded answer with a test cell")
         if r != "other" or g:
             gid = g.get("grade_id")
             if not gid or not re.match(r"^[A-Za-z0-9_-]{1,60}$", str(gid)):
@@ -198,14 +201,16 @@ DYNAMIC_MODULES = ["importlib", "runpy", "inspect", "builtins", "pickle", "_pick
                    "sys.modules", "sys._getframe", "sys.meta_path", "sys.path_hooks", "sys.path_importer_cache",
                    "os.system", "os.popen", "os.execl", "os.execle", "os.execlp", "os.execv", "os.execve",
                    "os.execvp", "os.execvpe", "os.spawnl", "os.spawnv", "os.posix_spawn", "os.posix_spawnp",
-                   "operator.attrgetter", "operator.methodcaller", "torch.ops", "torch._C", "torch.jit",
+                   "operator.attrgetter", "operator.methodcaller", "string.Formatter", "_string", "torch.ops", "torch._C", "torch.jit",
                    "torch.hub", "torch.package", "torch.load", "torch.utils.cpp_extension"]
 ALLOWED_DUNDERS = {"__init__", "__name__", "__doc__", "__call__", "__len__", "__getitem__", "__setitem__",
                    "__iter__", "__next__", "__repr__", "__str__", "__enter__", "__exit__", "__eq__", "__lt__",
                    "__hash__", "__main__", "__version__", "__file__", "__class__"}
 DYNAMIC_ATTRS = {"tb_frame", "f_back", "f_locals", "f_globals", "f_builtins", "f_code", "gi_frame", "cr_frame",
                  "ag_frame", "gi_code", "co_code"}   # frames and code objects: the runner's own variables
-SAFE_LINE_MAGICS = {"time", "timeit", "matplotlib", "precision", "pprint", "config"}   # their line is Python
+SAFE_LINE_MAGICS = {"time", "timeit", "precision", "pprint", "pinfo", "pinfo2", "pdoc", "pdef", "who", "whos",
+                    "autoreload"}   # (%config runs its line; %matplotlib and %load_ext import modules)
+SAFE_WITH_ARGS = {"matplotlib": {"", "inline", "agg", "notebook", "widget", "ipympl"}, "load_ext": {"autoreload"}}
 SAFE_CELL_MAGICS = {"time", "timeit", "capture"}                                   # their body is Python
 _CODE_MAGICS = {"time", "timeit"}  # line magics whose argument is code
 
@@ -231,6 +236,7 @@ class _Info:
     def __init__(self):
         self.imports: list[str] = []
         self.aliases: dict[str, str] = {}   # local name -> module or object path
+        self.assigned: dict[str, str] = {}  # local name -> the dotted value it was assigned (m = cvdl)
         self.bound: set[str] = set()
         self.loads: set[str] = set()
         self.dotted: list[str] = []
@@ -238,10 +244,14 @@ class _Info:
         self.dynamic: list[str] = []
         self.stores: list[str] = []         # attribute targets that are assigned (``np.x = ...``)
         self.skip: set[int] = set()         # get_ipython() calls that are the receiver of a safe magic
+        self.top: set[str] = set()          # names a top-level def, class or assignment binds (not imports)
+        self.called: set[int] = set()       # Name nodes that are the function of a call
 
     def merge(self, other: "_Info") -> None:
         self.imports += other.imports
         self.aliases.update(other.aliases)
+        self.assigned.update(other.assigned)
+        self.top |= other.top
         self.bound |= other.bound
         self.loads |= other.loads
         self.dotted += other.dotted
@@ -278,7 +288,19 @@ def _analyse(text: str, depth: int = 0) -> _Info:
             first = node.body[0]
             if isinstance(first, ast.Expr) and _literal(first.value) is not None:
                 docstrings.add(id(first.value))
+    for stmt in tree.body:   # what the cell defines for other cells (imports are not definitions)
+        if isinstance(stmt, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+            info.top.add(stmt.name)
+        elif isinstance(stmt, (ast.Assign, ast.AnnAssign, ast.AugAssign, ast.For, ast.With)):
+            for sub in ast.walk(stmt):
+                if isinstance(sub, ast.Name) and isinstance(sub.ctx, ast.Store):
+                    info.top.add(sub.id)
     for node in ast.walk(tree):
+        if isinstance(node, ast.Assign) and len(node.targets) == 1 and isinstance(node.targets[0], ast.Name) \
+                and isinstance(node.value, (ast.Name, ast.Attribute)) and "?" not in _dotted(node.value):
+            info.assigned[node.targets[0].id] = _dotted(node.value)   # m = cvdl: m is an alias too
+        if isinstance(node, ast.Call) and isinstance(node.func, ast.Name):
+            info.called.add(id(node.func))
         if isinstance(node, ast.Import):
             for a in node.names:
                 info.imports.append(a.name)
@@ -306,6 +328,8 @@ def _analyse(text: str, depth: int = 0) -> _Info:
                 info.bound.add(node.id)
             if node.id in DYNAMIC_NAMES and node.id != "get_ipython":
                 info.dynamic.append(node.id)
+            if node.id in ("getattr", "setattr", "delattr") and id(node) not in info.called:
+                info.dynamic.append(f"{node.id} passed around as a value")
         elif isinstance(node, (ast.Global, ast.Nonlocal)):
             info.bound.update(node.names)
         elif isinstance(node, ast.ExceptHandler) and node.name:
@@ -333,7 +357,8 @@ def _call(node: ast.Call, info: _Info, depth: int) -> None:
             and f.value.func.id == "get_ipython":
         info.skip.add(id(f.value))
         args = [_literal(a) for a in node.args]
-        if f.attr == "run_line_magic" and args and args[0] in SAFE_LINE_MAGICS:
+        if f.attr == "run_line_magic" and args and (args[0] in SAFE_LINE_MAGICS or (
+                args[0] in SAFE_WITH_ARGS and len(args) > 1 and (args[1] or "").strip() in SAFE_WITH_ARGS[args[0]])):
             if args[0] in _CODE_MAGICS and len(args) > 1 and args[1]:
                 info.merge(_analyse(args[1], depth + 1))
             return
@@ -363,9 +388,49 @@ def _call(node: ast.Call, info: _Info, depth: int) -> None:
 
 
 def _resolve(path: str, aliases: dict[str, str]) -> str:
-    head, _, rest = path.partition(".")
-    if head in aliases:
-        return aliases[head] + ("." + rest if rest else "")
+    """``F.conv2d`` → ``torch.nn.functional.conv2d`` through the aliases (and chains of them:
+    ``m = cvdl``, ``n = m.art``), then through the course's own modules' imports
+    (``cvdl.art.F`` is ``torch.nn.functional``)."""
+    for _ in range(8):
+        head, _, rest = path.partition(".")
+        target = aliases.get(head)
+        if target is None:
+            break
+        new = target + ("." + rest if rest else "")
+        if new == path:
+            break
+        path = new
+    return _through_course_modules(path)
+
+
+_MODULE_ALIASES: dict[str, dict[str, str]] = {}
+
+
+def _through_course_modules(path: str) -> str:
+    """``cvdl.art.nn.Conv2d`` → ``torch.nn.Conv2d``: a name a course module imported is that thing."""
+    for _ in range(4):
+        parts = path.split(".")
+        if parts[0] != "cvdl" or len(parts) < 3:
+            return path
+        mod, name = parts[1], parts[2]
+        if mod not in _MODULE_ALIASES:
+            src = Path(__file__).resolve().parents[1] / f"{mod}.py"
+            table: dict[str, str] = {}
+            try:
+                tree = ast.parse(src.read_text())
+                for node in tree.body:
+                    if isinstance(node, ast.Import):
+                        for a in node.names:
+                            table[a.asname or a.name.split(".")[0]] = a.name if a.asname else a.name.split(".")[0]
+                    elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
+                        for a in node.names:
+                            table[a.asname or a.name] = f"{node.module}.{a.name}"
+            except (OSError, SyntaxError):
+                pass
+            _MODULE_ALIASES[mod] = table
+        if name not in _MODULE_ALIASES[mod]:
+            return path
+        path = ".".join([_MODULE_ALIASES[mod][name]] + parts[3:])
     return path
 
 
@@ -375,20 +440,15 @@ def _matches(use: str, name: str) -> bool:
 
 def _uses(info: _Info, names: list[str], given: _Info) -> list[str]:
     """The forbidden ``names`` that ``info`` uses (its own aliases, then the given cells')."""
-    aliases = dict(given.aliases)
-    aliases.update(info.aliases)
+    aliases = _aliases(info, given)
     candidates = list(info.imports) + list(info.strings)
     for d in info.dotted:
-        head = d.split(".")[0]
-        own = head in info.aliases or head not in info.bound
-        candidates += [d, _resolve(d, aliases if own else {})]
-    for n in info.loads - info.bound:
-        candidates.append(n)
-        if n in given.aliases:
-            candidates.append(given.aliases[n])
-    for n in info.loads & info.bound:   # own imports used bare: "from torch import nn" then nn(...)
-        if n in info.aliases:
-            candidates.append(info.aliases[n])
+        candidates += [d, _resolve(d, aliases)]
+    for n in info.loads:
+        if n not in info.bound:
+            candidates.append(n)
+        if n in aliases:                # a module or alias used bare, also as a default: f(refs=refs)
+            candidates.append(_resolve(n, aliases))
     hits = []
     for use in candidates:
         for name in names:
@@ -397,21 +457,59 @@ def _uses(info: _Info, names: list[str], given: _Info) -> list[str]:
     return hits
 
 
-def _dynamic_modules(info: _Info, given: _Info) -> list[str]:
-    """Uses of :data:`DYNAMIC_MODULES`, by their real (alias-resolved) module path only."""
-    aliases = dict(given.aliases)
+def _aliases(info: _Info, given: _Info) -> dict[str, str]:
+    aliases = dict(given.assigned)
+    aliases.update(given.aliases)
+    aliases.update(info.assigned)
     aliases.update(info.aliases)
+    return aliases
+
+
+VOIDS = "all parts score 0"   # the phrase that marks a violation voiding the whole submission
+
+
+def _unknown_imports(info: _Info) -> list[str]:
+    """Imported top-level modules that are not installed (relative imports included): a module
+    the answer wrote itself, whose code the check cannot read."""
+    import importlib.machinery
+    import sys
+    out = []
+    path = [p for p in sys.path if p not in ("", ".") and os.path.abspath(p) != os.getcwd()]
+    for mod in dict.fromkeys(m for m in info.imports):
+        top = mod.split(".")[0]
+        if mod.startswith("."):
+            out.append(mod)
+        elif top and top not in sys.builtin_module_names and top not in sys.modules:
+            try:
+                found = importlib.machinery.PathFinder.find_spec(top, path)
+            except (ImportError, ValueError):
+                found = None
+            if found is None:
+                out.append(top)
+    return list(dict.fromkeys(out))
+
+
+def _dynamic_modules(info: _Info, given: _Info) -> list[str]:
+    """Uses of :data:`DYNAMIC_MODULES`, by their real (alias-resolved) module path, also reached
+    through another module (``os.sys.modules``)."""
+    aliases = _aliases(info, given)
     paths = list(info.imports)
-    paths += [_resolve(d, aliases) for d in info.dotted if d.split(".")[0] in aliases]
-    paths += [aliases[n] for n in info.loads if n in aliases]
+    paths += [_resolve(d, aliases) for d in info.dotted]
+    paths += [_resolve(n, aliases) for n in info.loads if n in aliases]
     return [p for p in dict.fromkeys(paths)
-            if any(p == m or p.startswith(m + ".") for m in DYNAMIC_MODULES)]
+            if any(p == m or p.startswith(m + ".") or ("." + m + ".") in p + "." for m in DYNAMIC_MODULES)]
 
 
 def _modifies_modules(info: _Info, given: _Info) -> list[str]:
-    aliases = dict(given.aliases)
-    aliases.update(info.aliases)
-    return [t for t in info.stores if t.split(".")[0] in aliases]
+    aliases = _aliases(info, given)
+    imported = set(given.aliases) | set(info.aliases)
+    out = []
+    for t in info.stores:
+        head = t.split(".")[0]
+        if head in imported or (head in aliases and _resolve(head, aliases).split(".")[0] in
+                                {a.split(".")[0] for a in list(given.aliases.values()) + list(info.aliases.values())}):
+            out.append(t)
+    return out
 
 
 def answer_violations(solution: dict, answers: dict[str, str]) -> dict[str, str]:
@@ -439,7 +537,7 @@ def answer_violations(solution: dict, answers: dict[str, str]) -> dict[str, str]
     infos = {gid: _analyse(text) for gid, text in answers.items() if gid in answer_ids}
     defined_by = {}
     for gid, info in infos.items():
-        for n in info.bound:
+        for n in info.top - given.top - set(given.aliases):
             defined_by.setdefault(n, gid)
     out = {}
     for gid, names in table.items():
@@ -448,23 +546,26 @@ def answer_violations(solution: dict, answers: dict[str, str]) -> dict[str, str]
         info = infos[gid]
         dynamic = list(dict.fromkeys(info.dynamic + _dynamic_modules(info, given)))
         stores = _modifies_modules(info, given)
+        dynamic += [f"import {m} (not an installed module)" for m in _unknown_imports(info)]
         if dynamic:
             out[gid] = (f"uses {', '.join(_short(d) for d in dynamic[:3])}, which no graded answer may use "
-                        "(a way to reach code by a computed name, or to run code the grader cannot read)")
+                        f"(a way to reach code by a computed name, or the grader's own state): {VOIDS}")
             continue
         if stores:
-            out[gid] = f"modifies the module attribute {_short(stores[0])}, which no graded answer may do"
+            out[gid] = f"modifies the module attribute {_short(stores[0])}, which no graded answer may do: {VOIDS}"
             continue
         hits = [_short(h) for h in _uses(info, names, given)]
-        seen, todo = {gid}, [n for n in info.loads - info.bound if n in defined_by]
+        seen, todo = {gid}, [n for n in info.loads - info.top if n in defined_by]
         while todo:                     # helpers defined in other answer cells, called from this one
             other = defined_by[todo.pop()]
             if other in seen:
                 continue
             seen.add(other)
             more = _uses(infos[other], names, given)
-            hits += [f"{_short(h)} (in solution cell {other!r}, which it calls)" for h in more]
-            todo += [n for n in infos[other].loads - infos[other].bound if n in defined_by]
+            hits += [f"{_short(h)} (in answer cell {other!r}, which it calls)" for h in more]
+            todo += [n for n in infos[other].loads - infos[other].top if n in defined_by]
+            if infos[other].dynamic or _dynamic_modules(infos[other], given):
+                hits.append(f"a dynamic means (in answer cell {other!r}, which it calls)")
         if hits:
             out[gid] = f"uses {', '.join(hits[:3])}, which this part does not allow"
     return out
@@ -499,12 +600,28 @@ def make_lab(solution: dict) -> dict:
     return nb
 
 
+def course_root(start: str | os.PathLike | None = None) -> Path:
+    """The course the ``cvdl`` commands act on: the nearest folder at or above ``start`` (the
+    current directory) that holds ``solutions/`` with notebooks — so a clone acts on itself, not
+    on the checkout the package happens to be installed from. Outside any course folder: the
+    course this library lives in, if it has ``solutions/``; otherwise a clear error."""
+    here = Path(start or os.getcwd()).resolve()
+    for folder in (here, *here.parents):
+        if (folder / "solutions").is_dir() and any((folder / "solutions").glob("*.ipynb")):
+            return folder
+    own = repo_root()
+    if (own / "solutions").is_dir():
+        return own
+    raise ValueError(f"no course here: neither {here} nor a folder above it holds solutions/*.ipynb "
+                     "(run cvdl inside the course's folder, or pass --solutions)")
+
+
 def solutions_dir() -> Path:
-    return Path(os.environ.get("CVDL_SOLUTIONS") or repo_root() / "solutions")
+    return Path(os.environ.get("CVDL_SOLUTIONS") or course_root() / "solutions")
 
 
 def labs_dir() -> Path:
-    return repo_root() / "labs"
+    return course_root() / "labs"
 
 
 def generate(src: str | os.PathLike | None = None, dst: str | os.PathLike | None = None,
