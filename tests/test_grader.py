@@ -197,7 +197,7 @@ def _zoo(root: Path, victim: Path, gradebook: Path) -> dict[str, object]:
     if HAVE_BWRAP:
         zoo["read_environ"] = _with(sol, prefix={"orientation_histogram": (
             "import glob, os\n"
-            "_env = [open(p, 'rb').read() for p in glob.glob('/proc/*/environ') if os.access(p, os.R_OK)]\n"
+            "_env = [open(p, 'rb').read() for p in glob.glob('/pr' + 'oc/*/environ') if os.access(p, os.R_OK)]\n"
             f"if any(b'CVDL_ZOO_SECRET' in e for e in _env) or 'CVDL_ZOO_SECRET' in os.environ:\n"
             "    raise RuntimeError('LEAK ' + str([e for e in _env if b'CVDL_ZOO_SECRET' in e])[:300])\n")})
     # --- 4. limits on the sandbox as a whole
@@ -318,8 +318,9 @@ EXPECTED = {
     "read_environ": ("ok", 10, "4 of 4 parts passed"),
     # 4. whole-sandbox limits (a cgroup makes fork fail; the watchdog kills the sandbox)
     "fill_shm": ("ok", 10, "4 of 4 parts passed"),
-    "many_processes": ("ok", 10, "4 of 4 parts passed") if CGROUP else ("crashed", 7, "process limit"),
-    "shared_memory": ("crashed", 2, "memory limit"),
+    # (os.fork and mmap are tools of tampering too: all parts score 0, whatever the limit did)
+    "many_processes": ("ok", 0, "all parts score 0") if CGROUP else ("crashed", 0, "process limit"),
+    "shared_memory": ("crashed", 0, "memory limit"),
     # 5. the verdict's reading
     "forged_results": ("ok", 5, "2 of 4 parts passed"),
     "forged_signed": ("ok", 5, "2 of 4 parts passed"),
@@ -571,7 +572,7 @@ def test_answer_violations_close_the_known_bypasses():
     right = _answers(sol)
     body = right["conv2d"]
     cases = {
-        "getattr(F, 'conv' + '2d')": ("import torch.nn.functional as Fn\n" + body.replace("### BEGIN SOLUTION", "_f = getattr(Fn, 'conv' + '2d')\n    ### BEGIN SOLUTION"), "getattr with a computed name"),
+        "getattr(F, 'conv' + '2d')": ("import torch.nn.functional as Fn\n" + body.replace("### BEGIN SOLUTION", "_f = getattr(Fn, 'conv' + '2d')\n    ### BEGIN SOLUTION"), "read by a computed name"),
         "%run -m": ("%run -m cvdl.conv\n_c = conv2d\n" + body, "%run"),
         "%%capture": ("%%capture\nimport torch\n" + body, "uses torch"),
         "%%time": ("%%time\nfrom cvdl.conv import conv2d as _c\n" + body, "uses cvdl.conv"),
@@ -586,7 +587,23 @@ def test_answer_violations_close_the_known_bypasses():
         "a module attribute set": ("np.my_conv = None\n" + body, "modifies the module attribute np.my_conv"),
         "setattr on a module": ("setattr(np, 'x' + 'y', None)\n" + body, "modifies the module attribute"),
         "a bare name from elsewhere": (body + "\n_c = convolve", "uses convolve"),
-        "gc": ("import gc\n" + body, "gc"),
+        "gc.get_objects": ("import gc\n_o = gc.get_objects()\n" + body, "gc.get_objects"),
+        # routes to the runner's frames and token (a second review): each voids the submission
+        "traceback.walk_stack": ("import traceback\n_s = traceback.walk_stack(None)\n" + body, "traceback"),
+        "logging.currentframe": ("import logging\n_f = logging.currentframe()\n" + body, "logging.currentframe"),
+        "sys.exc_info": ("import sys\n_t = sys.exc_info()\n" + body, "sys.exc_info"),
+        "exit._ip": ("_r = exit._ip\n" + body, "exit"),
+        "get_ipython as a value": ("_g = get_ipython\n" + body, "get_ipython passed around"),
+        "timeit of a string": ("import timeit\ntimeit.timeit('1', number=1)\n" + body, "timeit"),
+        "%timeit -n1 hiding code": ("%timeit -n1 -r1 _b = cvdl.conv.conv2d\n" + body, "cvdl.conv, which this part does not allow"),
+        "getattr on a module": ("_f = getattr(cvdl.conv, 'conv' + '2d')\n" + body, "read by a computed name"),
+        "vars of a module": ("import torch as _t\n_f = vars(_t)['conv' + '2d']\n" + body, "read by a computed name"),
+        "a module alias by assignment": ("_m = cvdl\n_f = _m.conv.conv2d\n" + body, "cvdl.conv"),
+        "a course module's import": ("_nn = cvdl.art.nn\n" + body, "torch.nn"),
+        "os.sys.modules": ("import os\n_m = os.sys.modules\n" + body, "os.sys.modules"),
+        "/proc/self/mem": ("_m = open('/proc/self/mem', 'rb')\n" + body, "/proc/self/mem"),
+        "threads": ("import threading\n" + body, "threading"),
+        "%config that runs code": ("%config Foo.bar = __import__('os')\n" + body, "%config"),
     }
     for what, (src, phrase) in cases.items():
         got = labs.answer_violations(sol, dict(right, conv2d=src)).get("conv2d", "")
@@ -596,8 +613,25 @@ def test_answer_violations_close_the_known_bypasses():
     got = labs.answer_violations(sol, dict(right, conv2d=body + "\n_h = _helper", orientation_histogram=helper))
     assert "in answer cell 'orientation_histogram', which it calls" in got.get("conv2d", ""), got
     assert "orientation_histogram" not in got      # torch is allowed there
+    # ... also when handed over as a default argument; but a test line of another cell that binds
+    # a name the function uses as a parameter (image) is not a call into that cell
+    handed = right["orientation_histogram"] + "\nimport torch\n_tc = torch.nn.functional.conv2d\n"
+    got = labs.answer_violations(sol, dict(right, orientation_histogram=handed,
+                                            conv2d="def conv2d(x, w, b=None, stride=1, padding=0, _f=_tc):\n    return _f(x, w)"))
+    assert "which it calls" in got.get("conv2d", ""), got
+    noise = "import torch\nimage = torch.rand(8, 8).numpy()\nout = 1\n" + right["orientation_histogram"]
+    assert labs.answer_violations(sol, dict(right, orientation_histogram=noise)) == {}
+    # a module that is not installed is a plain forbidden use (an ImportError in the sandbox), not tampering
+    got = labs.answer_violations(sol, dict(right, conv2d="import cv2\n" + body))["conv2d"]
+    assert "cv2" in got and labs.VOIDS not in got
     # what honest answers do is not flagged: magics that only time, docstrings, setattr on a model
     for ok in ("%%time\n" + body, "%time _x = 1\n" + body, "%matplotlib inline\n" + body,
+               "%timeit -n1 -r1 sum([1, 2])\n" + body, "%config InlineBackend.figure_format = 'retina'\n" + body,
+               "%load_ext autoreload\n%autoreload 2\n" + body, "np.einsum?\n" + body,
+               "import gc\ngc.collect()\n" + body, "from types import SimpleNamespace\n_c = SimpleNamespace()\n" + body,
+               "class _A:\n    def f(self, n):\n        return getattr(self, n, None)\n" + body,
+               "class _A:\n    def __init__(self, **k):\n        self.code = 1\n        self.__dict__.update(k)\n" + body,
+               "def _f(args):\n    return vars(args)\n" + body,
                body.replace('"""x [N', '"""we convolve and correlate with torch-like shapes; x [N'),
                "class _A:\n    def __init__(self):\n        setattr(self, 'a' + 'b', 1)\n" + body):
         assert "conv2d" not in labs.answer_violations(sol, dict(right, conv2d=ok)), ok

@@ -518,7 +518,7 @@ def _real_folder(path: Path) -> bool:
         return False
 
 
-def _signed_results(data: bytes | None, token: str | None, reader: "_ArrayReader"):
+def _signed_results(data: bytes | None, token: str | None, reader: "_ArrayReader", part: str = ""):
     """The list of case results in a part's file, or None; raises Tampered when the file is not
     the harness's own (a bad or missing signature)."""
     if data is None:
@@ -537,7 +537,7 @@ def _signed_results(data: bytes | None, token: str | None, reader: "_ArrayReader
     if not hmac.compare_digest(want, doc["sig"]):
         raise Tampered("its results were changed after its tests ran")
     results, files = doc["payload"].get("results"), doc["payload"].get("files")
-    if not isinstance(results, list) or not isinstance(files, dict):
+    if not isinstance(results, list) or not isinstance(files, dict) or doc["payload"].get("part") != part:
         raise Tampered("its results file is not the one the tests wrote")
     reader.digests = {str(k): str(v) for k, v in files.items()}
     return results
@@ -554,7 +554,7 @@ def _verdict(key: Key, out: Path, token: str | None = None) -> tuple[dict, list[
         data = _read_untrusted(out / "results" / f"{gid}.json", 16 << 20) if folders_ok else None
         read.digests = None
         try:
-            got_list = _signed_results(data, token, read)
+            got_list = _signed_results(data, token, read, gid)
         except Tampered as exc:
             points[gid] = 0.0
             lines.append(f"{gid}: 0/{pts:g} — not graded: {exc}")

@@ -696,7 +696,7 @@ def run_part(checks: list[dict], namespace: dict, in_folder: str, out_folder: st
         for name in _array_files(tree):
             with open(os.path.join(out_folder, name), "rb") as f:
                 files[name] = hashlib.sha256(f.read()).hexdigest()
-    payload = {"results": results, "files": files}
+    payload = {"part": part, "results": results, "files": files}
     atomic_write_text(os.path.join(out_folder, f"{part}.json"),
                       json.dumps({"payload": payload, "sig": sign(canonical(payload))}))
 

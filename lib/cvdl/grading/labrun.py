@@ -128,6 +128,8 @@ def main(argv: list[str]) -> int:
     cfg.HistoryManager.enabled = False
     shell = InteractiveShell.instance(config=cfg)
     ns = shell.user_ns
+    for name in ("exit", "quit"):   # each holds the shell (._ip): a way to run any code
+        ns.pop(name, None)
     # no module is imported from the working folder: an answer cannot write a module and import it
     sys.path[:] = [p for p in sys.path if p not in ("", ".", work) and os.path.abspath(p) != work]
 

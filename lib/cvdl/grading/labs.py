@@ -193,7 +193,7 @@ def forbidden(nb: dict) -> dict[str, list[str]]:
 # Ways to reach code by a name computed at run time, or to run code the check cannot read: no
 # graded answer may use them (a lab's answer never needs them), so that a forbidden function
 # cannot be reached without being named. See docs/grading.md.
-DYNAMIC_NAMES = {"eval", "exec", "compile", "__import__", "globals", "locals", "vars", "breakpoint",
+DYNAMIC_NAMES = {"eval", "exec", "compile", "__import__", "globals", "locals", "breakpoint", "exit", "quit",
                  "get_ipython", "__builtins__", "__loader__", "__spec__", "__dict__"}
 DYNAMIC_MODULES = ["importlib", "runpy", "inspect", "builtins", "pickle", "_pickle", "cPickle", "marshal",
                    "shelve", "dill", "cloudpickle", "joblib", "copyreg", "ctypes", "cffi", "gc", "types",
@@ -202,15 +202,29 @@ DYNAMIC_MODULES = ["importlib", "runpy", "inspect", "builtins", "pickle", "_pick
                    "os.system", "os.popen", "os.execl", "os.execle", "os.execlp", "os.execv", "os.execve",
                    "os.execvp", "os.execvpe", "os.spawnl", "os.spawnv", "os.posix_spawn", "os.posix_spawnp",
                    "operator.attrgetter", "operator.methodcaller", "string.Formatter", "_string", "torch.ops", "torch._C", "torch.jit",
-                   "torch.hub", "torch.package", "torch.load", "torch.utils.cpp_extension"]
+                   "torch.hub", "torch.package", "torch.utils.cpp_extension",
+                   # ways to read the runner's own frames and variables, or to run code from a string
+                   "traceback", "logging.currentframe", "sys.settrace", "sys.setprofile", "sys.exc_info",
+                   "sys.exception", "sys.last_traceback", "sys._current_frames", "threading.settrace",
+                   "threading.setprofile", "timeit", "doctest", "pdb", "bdb", "cProfile", "profile", "trace",
+                   "tracemalloc", "faulthandler", "signal", "code", "codeop", "pydoc", "site", "readline",
+                   "_thread", "threading", "concurrent", "multiprocessing", "asyncio", "os.fork", "os.forkpty",
+                   "os.dup", "os.dup2", "os.close", "os.closerange", "os.write", "os.read", "os.open", "os.fdopen",
+                   "os.pipe", "os.pwrite", "os.writev", "os.kill", "os.killpg", "fcntl", "socket", "select", "mmap",
+                   "sys.stdin", "sys.__stdin__", "io.FileIO"]
+ALLOWED_CALLS = {"gc.collect", "types.SimpleNamespace", "types.MappingProxyType"}   # exceptions to the above
 ALLOWED_DUNDERS = {"__init__", "__name__", "__doc__", "__call__", "__len__", "__getitem__", "__setitem__",
                    "__iter__", "__next__", "__repr__", "__str__", "__enter__", "__exit__", "__eq__", "__lt__",
-                   "__hash__", "__main__", "__version__", "__file__", "__class__"}
-DYNAMIC_ATTRS = {"tb_frame", "f_back", "f_locals", "f_globals", "f_builtins", "f_code", "gi_frame", "cr_frame",
+                   "__hash__", "__main__", "__version__", "__file__", "__class__", "__qualname__", "__module__",
+                   "__slots__", "__annotations__", "__post_init__", "__add__", "__mul__", "__sub__",
+                   "__contains__", "__bool__"}
+DYNAMIC_ATTRS = {"_ip", "tb_frame", "f_back", "f_locals", "f_globals", "f_builtins", "f_code", "gi_frame", "cr_frame",
                  "ag_frame", "gi_code", "co_code"}   # frames and code objects: the runner's own variables
 SAFE_LINE_MAGICS = {"time", "timeit", "precision", "pprint", "pinfo", "pinfo2", "pdoc", "pdef", "who", "whos",
                     "autoreload"}   # (%config runs its line; %matplotlib and %load_ext import modules)
-SAFE_WITH_ARGS = {"matplotlib": {"", "inline", "agg", "notebook", "widget", "ipympl"}, "load_ext": {"autoreload"}}
+SAFE_WITH_ARGS = {"matplotlib": {"", "inline", "agg", "notebook", "widget", "ipympl"}, "load_ext": {"autoreload"},
+                  "reload_ext": {"autoreload"}}
+_SAFE_CONFIG = re.compile(r"^InlineBackend\.\w+\s*=\s*(['\"][\w.-]*['\"]|\d+|True|False|\{[\w'\", :.-]*\})$")
 SAFE_CELL_MAGICS = {"time", "timeit", "capture"}                                   # their body is Python
 _CODE_MAGICS = {"time", "timeit"}  # line magics whose argument is code
 
@@ -246,11 +260,17 @@ class _Info:
         self.skip: set[int] = set()         # get_ipython() calls that are the receiver of a safe magic
         self.top: set[str] = set()          # names a top-level def, class or assignment binds (not imports)
         self.called: set[int] = set()       # Name nodes that are the function of a call
+        self.computed: list[str] = []       # first arguments of getattr with a computed name
+        self.calls: set[str] = set()        # dotted names that are called (gc.collect)
+        self.free: set[str] = set()         # names read from the module scope (a function's globals)
 
     def merge(self, other: "_Info") -> None:
         self.imports += other.imports
         self.aliases.update(other.aliases)
         self.assigned.update(other.assigned)
+        self.computed += other.computed
+        self.calls |= other.calls
+        self.free |= other.free
         self.top |= other.top
         self.bound |= other.bound
         self.loads |= other.loads
@@ -266,6 +286,25 @@ def _transform(text: str) -> str:
         return TransformerManager().transform_cell(text)
     except Exception:  # noqa: BLE001 - without IPython, magics are simply not understood
         return text
+
+
+def _magic_code(line: str) -> str | None:
+    """The Python code of a ``%time`` / ``%timeit`` line, its options (``-n1 -r1``, ``-o``) removed;
+    None when they cannot be told apart from the code."""
+    words = line.strip().split()
+    i = 0
+    while i < len(words) and words[i].startswith("-"):
+        w = words[i]
+        if w[1:2] in ("n", "r", "p") and len(w) == 2:   # an option with its value in the next word
+            i += 2
+        else:
+            i += 1
+    code = " ".join(words[i:])
+    try:
+        ast.parse(code)
+    except SyntaxError:
+        return None
+    return code
 
 
 def _literal(node) -> str | None:
@@ -301,6 +340,8 @@ def _analyse(text: str, depth: int = 0) -> _Info:
             info.assigned[node.targets[0].id] = _dotted(node.value)   # m = cvdl: m is an alias too
         if isinstance(node, ast.Call) and isinstance(node.func, ast.Name):
             info.called.add(id(node.func))
+        if isinstance(node, ast.Call) and isinstance(node.func, (ast.Name, ast.Attribute)):
+            info.calls.add(_dotted(node.func))
         if isinstance(node, ast.Import):
             for a in node.names:
                 info.imports.append(a.name)
@@ -328,6 +369,8 @@ def _analyse(text: str, depth: int = 0) -> _Info:
                 info.bound.add(node.id)
             if node.id in DYNAMIC_NAMES and node.id != "get_ipython":
                 info.dynamic.append(node.id)
+            if node.id == "get_ipython" and id(node) not in info.called:
+                info.dynamic.append("get_ipython passed around as a value")
             if node.id in ("getattr", "setattr", "delattr") and id(node) not in info.called:
                 info.dynamic.append(f"{node.id} passed around as a value")
         elif isinstance(node, (ast.Global, ast.Nonlocal)):
@@ -336,8 +379,9 @@ def _analyse(text: str, depth: int = 0) -> _Info:
             info.bound.add(node.name)
         elif isinstance(node, ast.Attribute):
             info.dotted.append(_dotted(node))
+            own_dict = node.attr == "__dict__" and isinstance(node.value, ast.Name) and node.value.id == "self"
             if (node.attr.startswith("__") and node.attr.endswith("__") and node.attr not in ALLOWED_DUNDERS
-                    or node.attr in DYNAMIC_ATTRS):
+                    and not own_dict or node.attr in DYNAMIC_ATTRS):
                 info.dynamic.append(f".{node.attr}")
             if isinstance(node.ctx, (ast.Store, ast.Del)):
                 info.stores.append(_dotted(node))
@@ -345,9 +389,51 @@ def _analyse(text: str, depth: int = 0) -> _Info:
             value = node.value.decode("latin-1") if isinstance(node.value, bytes) else node.value
             if len(value) < 200:
                 info.strings.append(value.strip())
+            if any(k in value for k in ("/proc/", "/dev/fd", "/dev/mem", "/dev/stdin")):
+                info.dynamic.append(f"the path {_short(value.strip(), 40)!r}")
         elif isinstance(node, ast.Call):
             _call(node, info, depth)
+    info.free |= _global_loads(tree)
     return info
+
+
+def _global_loads(tree) -> set[str]:
+    """Names read from the module scope: loads at the top level (defaults and decorators
+    included) and, inside a function, loads of names the function does not bind itself."""
+    out: set[str] = set()
+
+    def bound_in(fn) -> set[str]:
+        names = {a.arg for a in ast.walk(fn.args) if isinstance(a, ast.arg)}
+        for sub in ast.walk(fn):
+            if sub is not fn and isinstance(sub, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+                names.add(sub.name)
+            elif isinstance(sub, ast.Name) and not isinstance(sub.ctx, ast.Load):
+                names.add(sub.id)
+            elif isinstance(sub, (ast.Import, ast.ImportFrom)):
+                names.update((a.asname or a.name).split(".")[0] for a in sub.names)
+            elif isinstance(sub, ast.ExceptHandler) and sub.name:
+                names.add(sub.name)
+        return names
+
+    def visit(node, local: set[str] | None):
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda)):
+            for d in list(node.args.defaults) + [d for d in node.args.kw_defaults if d is not None] + \
+                    list(getattr(node, "decorator_list", [])):
+                visit(d, local)
+            inner = bound_in(node) | (local or set())
+            for child in (node.body if isinstance(node.body, list) else [node.body]):
+                visit(child, inner)
+            return
+        if isinstance(node, ast.Name) and isinstance(node.ctx, ast.Load) and (local is None or node.id not in local):
+            out.add(node.id)
+        for child in ast.iter_child_nodes(node):
+            visit(child, local)
+
+    try:
+        visit(tree, None)
+    except RecursionError:
+        pass
+    return out
 
 
 def _call(node: ast.Call, info: _Info, depth: int) -> None:
@@ -358,14 +444,23 @@ def _call(node: ast.Call, info: _Info, depth: int) -> None:
         info.skip.add(id(f.value))
         args = [_literal(a) for a in node.args]
         if f.attr == "run_line_magic" and args and (args[0] in SAFE_LINE_MAGICS or (
-                args[0] in SAFE_WITH_ARGS and len(args) > 1 and (args[1] or "").strip() in SAFE_WITH_ARGS[args[0]])):
+                args[0] in SAFE_WITH_ARGS and len(args) > 1 and (args[1] or "").strip() in SAFE_WITH_ARGS[args[0]])
+                or args[0] == "config" and len(args) > 1 and _SAFE_CONFIG.match((args[1] or "").strip())):
             if args[0] in _CODE_MAGICS and len(args) > 1 and args[1]:
-                info.merge(_analyse(args[1], depth + 1))
+                code = _magic_code(args[1])
+                if code is None:
+                    info.dynamic.append(f"%{args[0]} with options the check cannot read")
+                else:
+                    info.merge(_analyse(code, depth + 1))
             return
         if f.attr == "run_cell_magic" and len(args) == 3 and args[0] in SAFE_CELL_MAGICS and args[2] is not None:
             info.merge(_analyse(args[2], depth + 1))
             if args[0] in _CODE_MAGICS and args[1]:
-                info.merge(_analyse(args[1], depth + 1))
+                code = _magic_code(args[1])
+                if code is None:
+                    info.dynamic.append(f"%%{args[0]} with options the check cannot read")
+                else:
+                    info.merge(_analyse(code, depth + 1))
             return
         what = {"run_line_magic": "%", "run_cell_magic": "%%"}.get(f.attr)
         info.dynamic.append(f"{what}{args[0]}" if what and args and args[0] else
@@ -374,10 +469,16 @@ def _call(node: ast.Call, info: _Info, depth: int) -> None:
     if isinstance(f, ast.Name) and f.id == "get_ipython" and id(node) not in info.skip:
         info.dynamic.append("get_ipython()")
         return
+    if isinstance(f, ast.Name) and f.id == "vars":    # vars(module) is its namespace; vars() the cell's
+        if node.args:
+            info.computed.append(_dotted(node.args[0]))
+        else:
+            info.dynamic.append("vars()")
+        return
     if isinstance(f, ast.Name) and f.id in ("getattr", "setattr", "delattr") and len(node.args) >= 2:
         name = _literal(node.args[1])
-        if name is None and f.id == "getattr":
-            info.dynamic.append("getattr with a computed name")
+        if name is None and f.id == "getattr":   # on a module: reaching what the check cannot read
+            info.computed.append(_dotted(node.args[0]))
         elif name is None:          # setattr(parent, name, ...) on a model is fine; on a module it is not
             info.stores.append(f"{_dotted(node.args[0])}.<computed>")
         else:
@@ -442,8 +543,10 @@ def _uses(info: _Info, names: list[str], given: _Info) -> list[str]:
     """The forbidden ``names`` that ``info`` uses (its own aliases, then the given cells')."""
     aliases = _aliases(info, given)
     candidates = list(info.imports) + list(info.strings)
-    for d in info.dotted:
-        candidates += [d, _resolve(d, aliases)]
+    local = info.bound - set(info.aliases) - set(info.assigned)
+    for d in info.dotted:      # an attribute of the cell's own object (its function, self) is its own
+        if d.split(".")[0] not in local:
+            candidates += [d, _resolve(d, aliases)]
     for n in info.loads:
         if n not in info.bound:
             candidates.append(n)
@@ -493,11 +596,26 @@ def _dynamic_modules(info: _Info, given: _Info) -> list[str]:
     """Uses of :data:`DYNAMIC_MODULES`, by their real (alias-resolved) module path, also reached
     through another module (``os.sys.modules``)."""
     aliases = _aliases(info, given)
-    paths = list(info.imports)
-    paths += [_resolve(d, aliases) for d in info.dotted]
-    paths += [_resolve(n, aliases) for n in info.loads if n in aliases]
-    return [p for p in dict.fromkeys(paths)
-            if any(p == m or p.startswith(m + ".") or ("." + m + ".") in p + "." for m in DYNAMIC_MODULES)]
+    imported = set(given.aliases) | set(info.aliases)
+    allowed = {_resolve(c, aliases) for c in info.calls} & ALLOWED_CALLS
+    paths = [(m, True) for m in info.imports]
+    paths += [(_resolve(d, aliases), d.split(".")[0] in imported) for d in info.dotted]
+    paths += [(_resolve(n, aliases), True) for n in info.loads if n in aliases]
+    out = []
+    used = {p for p, _ in paths}
+    for p, via_import in dict.fromkeys(paths):
+        below = {q for q in used if q.startswith(p + ".")}
+        if p in allowed or (below and below <= allowed | {q for q in below if any(a.startswith(q + ".") for a in allowed)}
+                            and p in info.imports):
+            continue   # gc.collect(), types.SimpleNamespace: the module only for what is allowed
+        if any(p == m or p.startswith(m + ".") or via_import and ("." + m + ".") in p + "." for m in DYNAMIC_MODULES):
+            out.append(p)
+    for target in info.computed:     # getattr(module, computed name)
+        head = target.split(".")[0]
+        if head in imported or head in aliases and _resolve(head, aliases).split(".")[0] in \
+                {a.split(".")[0] for a in list(given.aliases.values()) + list(info.aliases.values())}:
+            out.append(f"{target} read by a computed name (getattr, vars)")
+    return list(dict.fromkeys(out))
 
 
 def _modifies_modules(info: _Info, given: _Info) -> list[str]:
@@ -546,7 +664,7 @@ def answer_violations(solution: dict, answers: dict[str, str]) -> dict[str, str]
         info = infos[gid]
         dynamic = list(dict.fromkeys(info.dynamic + _dynamic_modules(info, given)))
         stores = _modifies_modules(info, given)
-        dynamic += [f"import {m} (not an installed module)" for m in _unknown_imports(info)]
+        unknown = _unknown_imports(info)
         if dynamic:
             out[gid] = (f"uses {', '.join(_short(d) for d in dynamic[:3])}, which no graded answer may use "
                         f"(a way to reach code by a computed name, or the grader's own state): {VOIDS}")
@@ -554,8 +672,8 @@ def answer_violations(solution: dict, answers: dict[str, str]) -> dict[str, str]
         if stores:
             out[gid] = f"modifies the module attribute {_short(stores[0])}, which no graded answer may do: {VOIDS}"
             continue
-        hits = [_short(h) for h in _uses(info, names, given)]
-        seen, todo = {gid}, [n for n in info.loads - info.top if n in defined_by]
+        hits = [_short(h) for h in _uses(info, names, given)] + [f"import {m} (not an installed module)" for m in unknown]
+        seen, todo = {gid}, [n for n in info.free - info.top if n in defined_by]
         while todo:                     # helpers defined in other answer cells, called from this one
             other = defined_by[todo.pop()]
             if other in seen:
@@ -563,7 +681,7 @@ def answer_violations(solution: dict, answers: dict[str, str]) -> dict[str, str]
             seen.add(other)
             more = _uses(infos[other], names, given)
             hits += [f"{_short(h)} (in answer cell {other!r}, which it calls)" for h in more]
-            todo += [n for n in infos[other].loads - infos[other].top if n in defined_by]
+            todo += [n for n in infos[other].free - infos[other].top if n in defined_by]
             if infos[other].dynamic or _dynamic_modules(infos[other], given):
                 hits.append(f"a dynamic means (in answer cell {other!r}, which it calls)")
         if hits:
