@@ -846,3 +846,21 @@ def test_default_timeout_follows_the_solution():
 def test_the_cvdl_command_does_not_import_torch():
     code = "import sys, cvdl, cvdl.grading.cli; sys.exit(1 if 'torch' in sys.modules else 0)"
     assert subprocess.run([sys.executable, "-c", code]).returncode == 0
+
+
+def test_the_not_allowed_note_says_what_the_grader_checks():
+    sol = labs.read_notebook(SOLUTION)
+    labs.validate_solution(sol, "ok")
+    for cell in sol["cells"]:
+        if cell["cell_type"] == "markdown" and "`scipy.signal`" in labs.source(cell):
+            dropped = labs.source(cell).replace(", `scipy.signal`", "", 1)
+            gone = "\n".join(line for line in labs.source(cell).splitlines() if "Not allowed" not in line)
+            break
+    for text, phrase in ((dropped, "the grader checks"), (gone, "does not tell students")):
+        broken = json.loads(json.dumps(sol))
+        for cell in broken["cells"]:
+            if cell["cell_type"] == "markdown" and "`scipy.signal`" in labs.source(cell):
+                cell["source"] = text
+                break
+        with pytest.raises(ValueError, match=phrase):
+            labs.validate_solution(broken, "broken")

@@ -173,6 +173,34 @@ def validate_solution(nb: dict, name: str = "notebook") -> None:
             raise ValueError(f"{name}: metadata cvdl.forbidden names {gid!r}, which is not a solution cell")
     for gid, why in answer_violations(nb, answers).items():
         raise ValueError(f"{name}: the solution of {gid!r} {why}")
+    _check_not_allowed_notes(nb, name)
+
+
+NOT_ALLOWED = "*Not allowed in this answer* (the grader checks):"
+
+
+def _check_not_allowed_notes(nb: dict, name: str) -> None:
+    """The line students read above an answer, ``*Not allowed in this answer* (the grader
+    checks): `a`, `b`.``, must list exactly the metadata's ``cvdl.forbidden`` names for that answer
+    (and be absent where nothing is forbidden): what the lab says is what the grader does."""
+    table = ((nb.get("metadata") or {}).get("cvdl") or {}).get("forbidden") or {}
+    cells = nb.get("cells", [])
+    for i, cell in enumerate(cells):
+        if role(cell) != "solution" or cell.get("cell_type") != "code":
+            continue
+        gid = meta(cell).get("grade_id")
+        j, notes = i - 1, []
+        while j >= 0 and cells[j].get("cell_type") == "markdown":
+            notes += [line for line in source(cells[j]).splitlines() if "Not allowed in this answer" in line]
+            j -= 1
+        said = set(re.findall(r"`([^`]+)`", notes[0].split(":", 1)[1])) if notes else set()
+        want = {str(n) for n in table.get(gid, [])}
+        if want and not notes:
+            raise ValueError(f"{name}: the lab does not tell students what answer {gid!r} may not use; put "
+                             f"'{NOT_ALLOWED} " + ", ".join(f"`{n}`" for n in table[gid]) + ".' in the markdown above it")
+        if said != want:
+            raise ValueError(f"{name}: above answer {gid!r} the lab says not allowed: {sorted(said)}, but the grader "
+                             f"checks {sorted(want)} (metadata cvdl.forbidden)")
 
 
 # no answer may call the references it is checked against
