@@ -722,8 +722,9 @@ def grade_submission(student: str, path: Path | None, key: Key, state: Path, opt
     for gid, why in labs.answer_violations(key.solution, answers).items():
         banned[key.part_of[gid]] = f"answer cell {gid!r} {why}"
     voids = [why for why in banned.values() if labs.VOIDS in why]
-    if voids:   # the tools of tampering: every part of the submission scores 0
-        banned = {part: voids[0] for part, _ in key.parts}
+    if voids:   # the tools of tampering: every part of the submission scores 0 (said once, in the notes)
+        notes.append(voids[0])
+        banned = {part: "0 for every part: see the note below" for part, _ in key.parts}
     jobs = state / "jobs"
     jobs.mkdir(exist_ok=True)
     job = Path(tempfile.mkdtemp(prefix="job-", dir=jobs))
@@ -750,7 +751,7 @@ def grade_submission(student: str, path: Path | None, key: Key, state: Path, opt
         points, lines, memory = _verdict(key, out, run.token)
         for part, why in banned.items():
             points[part] = 0.0
-            if why not in notes:
+            if why not in notes and not voids:
                 notes.append(why)
             lines = [f"{part}: 0/{dict(key.parts)[part]:g} — {why}" if ln.startswith(f"{part}:") else ln
                      for ln in lines]
@@ -965,6 +966,7 @@ def _grade(sol, subs_dir, out, opts, feedback, state, roster, log) -> list[Resul
     log(f"limits: {limiter.describe()}; each process {opts.memory_mb} MB of heap"
         + ("" if limiter.kind != "watchdog" else
            " (no cgroup can be made here: the watchdog reacts within 0.1 s, not at once)"))
+    log(f"lab: {sol}\nsubmissions: {subs_dir}\ngradebook: {out} (feedback in {feedback})")
     key = build_key(sol, state, timeout=max(opts.timeout or 0, TIMEOUT_MAX_S))
     if opts.timeout is None:
         opts = Options(**{**asdict(opts), "timeout": default_timeout(key)})
