@@ -335,6 +335,15 @@ def _magic_code(line: str) -> str | None:
     return code
 
 
+def _merge_magic_code(info: "_Info", magic: str, line: str, depth: int) -> None:
+    """What the code on a ``%time`` / ``%timeit`` line names, or a dynamic use if it is unreadable."""
+    code = _magic_code(line)
+    if code is None:
+        info.dynamic.append(f"{magic} with options the check cannot read")
+    else:
+        info.merge(_analyse(code, depth + 1))
+
+
 def _literal(node) -> str | None:
     return node.value if isinstance(node, ast.Constant) and isinstance(node.value, str) else None
 
@@ -475,20 +484,12 @@ def _call(node: ast.Call, info: _Info, depth: int) -> None:
                 args[0] in SAFE_WITH_ARGS and len(args) > 1 and (args[1] or "").strip() in SAFE_WITH_ARGS[args[0]])
                 or args[0] == "config" and len(args) > 1 and _SAFE_CONFIG.match((args[1] or "").strip())):
             if args[0] in _CODE_MAGICS and len(args) > 1 and args[1]:
-                code = _magic_code(args[1])
-                if code is None:
-                    info.dynamic.append(f"%{args[0]} with options the check cannot read")
-                else:
-                    info.merge(_analyse(code, depth + 1))
+                _merge_magic_code(info, f"%{args[0]}", args[1], depth)
             return
         if f.attr == "run_cell_magic" and len(args) == 3 and args[0] in SAFE_CELL_MAGICS and args[2] is not None:
             info.merge(_analyse(args[2], depth + 1))
             if args[0] in _CODE_MAGICS and args[1]:
-                code = _magic_code(args[1])
-                if code is None:
-                    info.dynamic.append(f"%%{args[0]} with options the check cannot read")
-                else:
-                    info.merge(_analyse(code, depth + 1))
+                _merge_magic_code(info, f"%%{args[0]}", args[1], depth)
             return
         what = {"run_line_magic": "%", "run_cell_magic": "%%"}.get(f.attr)
         info.dynamic.append(f"{what}{args[0]}" if what and args and args[0] else
