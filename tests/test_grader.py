@@ -493,7 +493,8 @@ def test_solution_scores_full_marks_and_the_lab_zero(lab, tmp_path):
     results = {r.student: r for r in grade.grade(lab, subs, tmp_path / "g.csv",
                                                   grade.Options(timeout=120, jobs=2, progress=False),
                                                   log=lambda m: None)}
-    assert results["solution"].status == "ok" and results["solution"].total == results["solution"].max_total
+    sol = results["solution"]
+    assert sol.status == "ok" and sol.total == sol.max_total, (sol.status, sol.reason, sol.feedback[-1500:])
     assert results["lab"].status == "ok" and results["lab"].total == 0, results["lab"].reason
     assert 3 <= len(results["lab"].points) <= 6
 
