@@ -752,6 +752,8 @@ def test_a_killed_grader_leaves_no_process_and_the_next_run_cleans_up(tmp_path):
     (tmp_path / "empty").mkdir()
     grade.grade(LAB, tmp_path / "empty", out, grade.Options(timeout=60, jobs=1, progress=False), log=lambda m: None)
     assert not list((state / "jobs").iterdir()) and not list(state.glob(".key-*"))
+    for base in getattr(LIMITER, "bases", []):     # and the killed grader's cgroups
+        assert not list(base.glob(f"cvdl-{p.pid}-job-*")), base
 
 
 @pytest.mark.notebooks

@@ -955,6 +955,7 @@ def grade(lab: str, submissions: str | os.PathLike, out: str | os.PathLike, opts
 def _grade(sol, subs_dir, out, opts, feedback, state, roster, log) -> list[Result]:
     sandbox = sandbox_kind(opts.sandbox)
     limiter = sandbox_limits.whole_sandbox(opts.memory_mb + sandbox_limits.HEADROOM_MB, want=opts.limits)
+    limiter.reap()   # cgroups a killed grader left
     if sandbox == "none":
         log("WARNING: bubblewrap (bwrap) is not available; grading in the weaker fallback mode: each "
             "submission runs in its own process and folder with memory and time limits, but it can "

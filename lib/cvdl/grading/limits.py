@@ -121,6 +121,21 @@ class Limiter:
         """After the sandbox is gone: why it was stopped by a limit ('' if it was not)."""
         return job.killed_for
 
+    def reap(self) -> int:
+        """Remove the cgroups that graders no longer running left behind (``cvdl-PID-*`` of a
+        PID that is gone, or has no processes in them); the number removed."""
+        n = 0
+        for base in getattr(self, "bases", []):
+            for d in base.glob("cvdl-*-job-*"):
+                try:
+                    pid = int(d.name.split("-")[1])
+                except (IndexError, ValueError):
+                    continue
+                if pid != os.getpid() and not Path(f"/proc/{pid}").exists():
+                    _remove([d])
+                    n += not d.exists()
+        return n
+
 
 class CgroupV1(Limiter):
     kind = "cgroup v1"
@@ -128,6 +143,7 @@ class CgroupV1(Limiter):
     def __init__(self, memory_mb: int, pids: int, mem_base: Path, pids_base: Path):
         super().__init__(memory_mb, pids)
         self.mem_base, self.pids_base = mem_base, pids_base
+        self.bases = [mem_base, pids_base]
 
     def start(self, name: str) -> Job:
         mem, pid = self.mem_base / name, self.pids_base / name
@@ -172,6 +188,7 @@ class CgroupV2(Limiter):
     def __init__(self, memory_mb: int, pids: int, base: Path):
         super().__init__(memory_mb, pids)
         self.base = base
+        self.bases = [base]
 
     def start(self, name: str) -> Job:
         d = self.base / name
@@ -209,9 +226,10 @@ def _text(p: Path) -> str:
 
 
 def _remove(dirs: list) -> None:
-    """rmdir each cgroup once its processes are gone (kill stragglers; give up after ~2 s)."""
+    """rmdir each cgroup once its processes are gone (kill stragglers; give up after ~5 s: a grader
+    started later removes what is left, :meth:`Limiter.reap`)."""
     for d in dirs:
-        for attempt in range(40):
+        for attempt in range(100):
             try:
                 d.rmdir()
                 break
