@@ -374,16 +374,6 @@ def _sha(*chunks: bytes) -> str:
     return h.hexdigest()
 
 
-def _files_in(tree) -> list[str]:
-    if isinstance(tree, list) and tree and tree[0] in ("ndarray", "tensor"):
-        return [tree[1]]
-    if isinstance(tree, list) and tree and tree[0] in ("list", "tuple"):
-        return [f for t in tree[1] for f in _files_in(t)]
-    if isinstance(tree, list) and tree and tree[0] == "dict":
-        return [f for t in tree[1].values() for f in _files_in(t)]
-    return []
-
-
 def _machinery_digest() -> str:
     """A digest of every module the grading key depends on: all of ``cvdl/grading`` and the
     library modules they import (``cvdl/_io.py``). Any change to them builds a new key."""
@@ -417,7 +407,7 @@ def build_key(solution_path: Path, state: Path, timeout: float = 600.0) -> Key:
         for entry in json.loads((tmp / "out" / "key" / "checks.json").read_text()):
             for case in entry["cases"]:
                 for tree in case["args"] + list(case["kwargs"].values()):
-                    for name in _files_in(tree):
+                    for name in labcheck._array_files(tree):
                         shutil.copy(tmp / "out" / "key" / name, inputs / name)
         (tmp / "out" / "key" / "run.json").write_text(json.dumps({"seconds": round(run.seconds, 2)}))
         shutil.move(str(tmp / "out" / "key"), tmp / "key")
