@@ -684,18 +684,25 @@ def test_find_submissions_layouts(tmp_path):
 
 
 def test_grading_key_depends_on_every_grading_module(monkeypatch):
-    """A change to any module of cvdl/grading (or to cvdl/_io.py, which they use) builds a new key."""
+    """A change to any module the automatic grades depend on (or to cvdl/_io.py, which they use)
+    builds a new key; the modules that only present grades (the gradebook, reports, the command
+    line, the nbgrader course builder) do not. Every module of cvdl/grading is one or the other."""
     import pathlib
 
     base = grade._machinery_digest()
     folder = pathlib.Path(grade.__file__).parent
-    files = sorted(folder.glob("*.py")) + [folder.parent / "_io.py"]
-    assert {f.name for f in files} >= {"__init__.py", "cli.py", "grade.py", "labcheck.py", "labrun.py", "labs.py"}
+    grading = {"__init__.py", "_refs.py", "grade.py", "labcheck.py", "labrun.py", "labs.py", "limits.py"}
+    presenting = {"cli.py", "gradebook.py", "report.py", "nbgrader_course.py"}
+    assert {f.name for f in folder.glob("*.py")} == grading | presenting, "a new module: which kind is it?"
     original = pathlib.Path.read_bytes
-    for changed in files:
+    for name in sorted(grading | presenting) + ["../_io.py"]:
+        changed = (folder / name).resolve()
         monkeypatch.setattr(pathlib.Path, "read_bytes",
-                            lambda self, _c=changed: original(self) + (b"\n# edited" if self == _c else b""))
-        assert grade._machinery_digest() != base, f"editing {changed.name} would not build a new grading key"
+                            lambda self, _c=changed: original(self) + (b"\n# edited" if self.resolve() == _c else b""))
+        if name in presenting:
+            assert grade._machinery_digest() == base, f"editing {name} would grade everything again"
+        else:
+            assert grade._machinery_digest() != base, f"editing {name} would not build a new grading key"
     monkeypatch.setattr(pathlib.Path, "read_bytes", original)
     assert grade._machinery_digest() == base
 
@@ -822,7 +829,7 @@ def test_gradebook_inside_the_submissions_folder_and_students_who_left(tmp_path)
     assert sorted(r.student for r in again) == ["ann", "ben", "cid"]     # not grades-feedback
     shutil.rmtree(subs / "ben")
     grade.grade(LAB, subs, out, opts, log=lambda m: None)
-    assert sorted(p.name for p in (subs / "grades-feedback").iterdir()) == ["ann.txt", "cid.txt"]
+    assert sorted(p.name for p in (subs / "grades-feedback").iterdir()) == ["ann.html", "ann.txt", "cid.html", "cid.txt"]
     assert [r["student"] for r in csv.DictReader(out.open())] == ["ann", "cid"]
 
 

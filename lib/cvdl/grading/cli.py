@@ -58,10 +58,12 @@ def _grade(args) -> int:
     from . import grade
     roster = read_roster(args.roster) if args.roster else None
     opts = grade.Options(timeout=args.timeout, memory_mb=args.memory, jobs=args.jobs,
-                         regrade=args.regrade, sandbox=args.sandbox, limits=args.limits, progress=not args.quiet)
+                         regrade=args.regrade, sandbox=args.sandbox, limits=args.limits, progress=not args.quiet,
+                         students=tuple(args.student or ()))
     t0 = time.perf_counter()
     results = grade.grade(args.lab, args.submissions, args.out, opts, feedback=args.feedback,
-                          roster=roster, log=lambda m: print(m, file=sys.stderr))
+                          roster=roster, log=lambda m: print(m, file=sys.stderr), marks=args.marks,
+                          due=args.due, late_penalty=args.late_penalty, times=args.times)
     counts: dict[str, int] = {}
     for r in results:
         counts[r.status] = counts.get(r.status, 0) + 1
@@ -96,9 +98,27 @@ def main(argv: list[str] | None = None) -> int:
                          "this machine allows one, else the watchdog)")
     pg.add_argument("--roster", default=None, help="file of student names (first CSV column)")
     pg.add_argument("--quiet", action="store_true", help="no progress bar")
+    pg.add_argument("--student", action="append", metavar="NAME",
+                    help="grade again only this student (repeatable); the others keep their grades")
+    pg.add_argument("--marks", default=None, metavar="FILE",
+                    help="CSV student,part,points[,comment]: hand-graded parts and overrides, applied on "
+                         "every run (default: OUT-marks.csv beside the gradebook, if it exists)")
+    pg.add_argument("--due", default=None, metavar="TIME",
+                    help="due date, e.g. '2026-12-10 23:59' (local time) or with +01:00 (remembered; 'none' clears)")
+    pg.add_argument("--late-penalty", default=None, metavar="RULE",
+                    help="10%%/day, 5%%/hour (of the lab's maximum, per day or hour begun), 1/day (points), "
+                         "zero, or none (lateness only reported; the default). Remembered")
+    pg.add_argument("--times", default=None, metavar="FILE",
+                    help="CSV student,submitted[,due]: submission times (and extensions) from the LMS; "
+                         "default: nbgrader's timestamp.txt, else the file's modification time. Remembered")
+    pl.set_defaults(func=_labs)
+    pg.set_defaults(func=_grade)
+    from . import nbgrader_course, report   # each adds its commands (set_defaults(func=...))
+    nbgrader_course.add_commands(sub)
+    report.add_commands(sub)
     args = p.parse_args(argv)
     try:
-        return _labs(args) if args.cmd == "labs" else _grade(args)
+        return args.func(args)
     except (ValueError, RuntimeError, FileNotFoundError) as exc:
         print(f"cvdl: error: {exc}", file=sys.stderr)
         return 2

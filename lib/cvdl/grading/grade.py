@@ -24,7 +24,6 @@ submission finishes, and a re-run skips submissions already graded (``--regrade`
 from __future__ import annotations
 
 import concurrent.futures as cf
-import csv
 import ctypes
 import fcntl
 import hashlib
@@ -47,7 +46,7 @@ from pathlib import Path
 import numpy as np
 
 from .._io import atomic_write_text
-from . import labcheck, labs, limits as sandbox_limits
+from . import gradebook, labcheck, labs, limits as sandbox_limits
 
 STATUSES = ("ok", "crashed", "timed out", "invalid notebook", "missing")
 MAX_NOTEBOOK_MB = 50
@@ -73,6 +72,7 @@ class Options:
     sandbox: str = field(default_factory=lambda: os.environ.get("CVDL_SANDBOX", "auto"))  # auto|bwrap|none
     limits: str = field(default_factory=lambda: os.environ.get("CVDL_LIMITS", "auto"))    # auto|cgroup|watchdog
     progress: bool = True
+    students: tuple = ()         # grade (again) only these students; the others keep their records
 
 
 @dataclass
@@ -92,6 +92,13 @@ class Result:
     resumed: bool = False
     limits: str = ""              # the limits in force (the gradebook's last column)
     peak_mb: float = 0.0          # the sandbox's peak memory (cgroup: all of it; watchdog: sampled PSS)
+    stopped: str = ""             # why the run stopped early (crashed, timed out), for the feedback
+    details: list = field(default_factory=list)   # per autograded part: see _verdict
+    errors: list = field(default_factory=list)    # "where: type: first line" of errors raised in cells
+    notes: list = field(default_factory=list)     # notes on the submission itself
+    written: dict = field(default_factory=dict)   # hand-graded part -> the student's written answer
+    submitted: str = ""           # ISO time the submission was made (see gradebook.file_time)
+    time_source: str = ""         # where that time comes from
 
 
 # ----------------------------------------------------------------------------------------------
@@ -365,6 +372,8 @@ class Key:
     hidden: dict         # grade_id -> hidden case count
     part_of: dict        # solution grade_id -> the test part that follows it
     seconds: float = 0.0  # the solution's own run (record mode), start-up included
+    title: str = ""       # the lab's title (its first heading)
+    all_parts: list = field(default_factory=list)  # [(grade_id, points, "auto" | "manual")], notebook order
 
 
 def _sha(*chunks: bytes) -> str:
@@ -375,9 +384,12 @@ def _sha(*chunks: bytes) -> str:
 
 
 def _machinery_digest() -> str:
-    """A digest of every module the grading key depends on: all of ``cvdl/grading`` and the
-    library modules they import (``cvdl/_io.py``). Any change to them builds a new key."""
-    files = sorted(_GRADING.glob("*.py")) + [_GRADING.parent / "_io.py"]
+    """A digest of every module the grading key and the automatic grades depend on (the
+    grader, the runner, the checks, the lab rules and references, ``cvdl/_io.py``). Any change to
+    them builds a new key and grades again; the gradebook, report and nbgrader modules only
+    present grades, and do not."""
+    files = [_GRADING / f"{m}.py" for m in ("__init__", "_refs", "grade", "labcheck", "labrun", "labs", "limits")]
+    files += [_GRADING.parent / "_io.py"]
     return _sha(*(f.name.encode() + b"\0" + f.read_bytes() for f in files))
 
 
@@ -433,6 +445,12 @@ def build_key(solution_path: Path, state: Path, timeout: float = 600.0) -> Key:
     missing = [gid for gid, _ in parts if gid not in checks]
     if missing:
         raise RuntimeError(f"{solution_path.name}: test cells {missing} declare no check(...)")
+    for gid, pts in parts:   # points per check: all or none of a part's checks, adding up to its points
+        given = [c["points"] for c in checks[gid] if c.get("points") is not None]
+        if given and (len(given) != len(checks[gid]) or not math.isclose(sum(given), pts)):
+            raise RuntimeError(f"{solution_path.name}: test cell {gid!r} gives points to {len(given)} of its "
+                               f"{len(checks[gid])} checks, adding up to {sum(given):g}; give points to every "
+                               f"check (adding up to the cell's {pts:g}) or to none")
     part_of, waiting = {}, []
     for cell in solution["cells"]:
         if labs.role(cell) == "solution":
@@ -445,7 +463,16 @@ def build_key(solution_path: Path, state: Path, timeout: float = 600.0) -> Key:
     except (OSError, ValueError, KeyError):
         seconds = 0.0
     return Key(solution_path.stem, sha, solution, parts, checks, folder / "inputs-ro",
-               sandbox_checks, hidden, part_of, seconds)
+               sandbox_checks, hidden, part_of, seconds, _title(solution, solution_path.stem), labs.all_parts(solution))
+
+
+def _title(nb: dict, default: str) -> str:
+    for c in nb.get("cells", []):
+        if c.get("cell_type") == "markdown":
+            for line in labs.source(c).splitlines():
+                if line.startswith("# "):
+                    return line[2:].strip()
+    return default
 
 
 def default_timeout(key: Key) -> float:
@@ -533,29 +560,38 @@ def _signed_results(data: bytes | None, token: str | None, reader: "_ArrayReader
     return results
 
 
-def _verdict(key: Key, out: Path, token: str | None = None) -> tuple[dict, list[str], bool]:
-    """Points per part, feedback lines and whether a memory error was seen (``token``: the
-    run's, which the harness signed each part's results with)."""
-    points, lines, memory = {}, [], False
+def _verdict(key: Key, out: Path, token: str | None = None) -> tuple[dict, list[dict], bool]:
+    """Points per part, what each part's feedback says, and whether a memory error was seen
+    (``token``: the run's, which the harness signed each part's results with).
+
+    A part's detail: ``{"part", "points", "max", "state", "failed", "hidden", "hints", "checks"}``
+    with ``state`` one of ``passed``, ``failed``, ``not attempted``, ``not graded`` (and then
+    ``why``); ``failed``: the visible checks that failed, each as the call it made and the reason;
+    ``hidden``: [passed, total] of the hidden cases; ``checks``: for a part with points per check,
+    ``[name, points earned, points]`` per check."""
+    points, details, memory = {}, [], False
     read = _ArrayReader()   # one budget for the whole submission
     folders_ok = _real_folder(out) and _real_folder(out / "results")
     for gid, pts in key.parts:
         n_cases = sum(len(c["cases"]) for c in key.checks[gid])
+        d = {"part": gid, "points": 0.0, "max": pts, "state": "not graded", "failed": [], "hidden": None,
+             "hints": [], "checks": None}
+        details.append(d)
+        points[gid] = 0.0
         data = _read_untrusted(out / "results" / f"{gid}.json", 16 << 20) if folders_ok else None
         read.digests = None
         try:
             got_list = _signed_results(data, token, read, gid)
         except Tampered as exc:
-            points[gid] = 0.0
-            lines.append(f"{gid}: 0/{pts:g} — not graded: {exc}")
+            d["why"] = str(exc)
             continue
         if got_list is None or len(got_list) != n_cases:
-            points[gid] = 0.0
-            lines.append(f"{gid}: 0/{pts:g} — not graded: the tests of this part did not run to the end")
+            d["why"] = "the tests of this part did not run to the end"
             continue
-        k, vis_fail, hid_total, hid_pass, stubs = 0, [], 0, 0, 0
-        for cn, chk in enumerate(key.checks[gid]):
-            for ci, case in enumerate(chk["cases"]):
+        k, hid_total, hid_pass, stubs, earned, per_check = 0, 0, 0, 0, 0.0, []
+        for chk in key.checks[gid]:
+            chk_ok = True
+            for case in chk["cases"]:
                 try:
                     got = labcheck.load(got_list[k], str(out / "results"), read)
                     reason = labcheck.compare(got, case["want_node"], chk["atol"], chk["rtol"])
@@ -564,30 +600,27 @@ def _verdict(key: Key, out: Path, token: str | None = None) -> tuple[dict, list[
                     stubs += got[0] == "error" and "NotImplementedError" in got[1] and reason is not None
                 except Tampered as exc:
                     reason = str(exc)
-                    got = None
                 except Exception as exc:  # noqa: BLE001 - a malformed result is a failed case
                     reason = f"result could not be read ({type(exc).__name__})"
-                    got = None
                 k += 1
+                chk_ok = chk_ok and reason is None
                 if chk["hidden"]:
                     hid_total += 1
                     hid_pass += reason is None
                 elif reason:
-                    vis_fail.append(f"{_show_call(chk['fn'], case, key.inputs)}: {reason}")
-        passed = not vis_fail and hid_pass == hid_total
-        points[gid] = pts if passed else 0.0
-        msg = f"{gid}: {points[gid]:g}/{pts:g}"
-        if passed:
-            msg += " — all checks passed"
-        elif stubs == n_cases:
-            msg += " — not attempted (the answer still raises NotImplementedError)"
-        else:
-            if vis_fail:
-                msg += "\n    visible checks failed:\n      " + "\n      ".join(f[:400] for f in vis_fail[:5])
-            if hid_total:
-                msg += f"\n    hidden checks: {hid_pass} of {hid_total} passed"
-        lines.append(msg)
-    return points, lines, memory
+                    d["failed"].append(f"{_show_call(chk['fn'], case, key.inputs)}: {_short(reason, 400)}")
+            if not chk_ok and chk.get("hint") and chk["hint"] not in d["hints"]:
+                d["hints"].append(chk["hint"])
+            if chk.get("points") is not None:
+                earned += chk["points"] if chk_ok else 0.0
+                per_check.append([chk["fn"] + (" (hidden)" if chk["hidden"] else ""),
+                                  chk["points"] if chk_ok else 0.0, chk["points"]])
+        passed = not d["failed"] and hid_pass == hid_total
+        d["points"] = points[gid] = (pts if passed else 0.0) if not per_check else min(pts, round(earned, 6))
+        d["checks"] = per_check or None
+        d["hidden"] = [hid_pass, hid_total] if hid_total else None
+        d["state"] = "passed" if passed else "not attempted" if stubs == n_cases else "failed"
+    return points, details, memory
 
 
 class Unreadable(Exception):
@@ -674,7 +707,7 @@ def grade_submission(student: str, path: Path | None, key: Key, state: Path, opt
                      grading: Path | None = None, problem: tuple[str, str] | None = None) -> Result:
     """Grade one submission (``problem``: the scan already found why it cannot be graded)."""
     t0 = time.perf_counter()
-    max_total = sum(p for _, p in key.parts)
+    max_total = sum(p for _, p, _ in key.all_parts)
     zero = {gid: 0.0 for gid, _ in key.parts}
     res = Result(student, "missing", "", dict(zero), 0.0, max_total, key=key.sha, sandbox=sandbox)
     if problem is not None:
@@ -689,9 +722,11 @@ def grade_submission(student: str, path: Path | None, key: Key, state: Path, opt
         res.status, res.reason = exc.status, exc.reason
         return _done(res, t0)
     res.sha256 = _sha(raw)
+    res.submitted, res.time_source = gradebook.file_time(path)
     try:
         nb = _parse_json(raw.decode("utf-8-sig"))   # a byte-order mark is allowed
         answers, notes = labs.submission_answers(nb)
+        res.written = labs.written_answers(nb, key.solution)
     except (ValueError, UnicodeDecodeError) as exc:
         res.status = "invalid notebook"
         res.reason = f"not a readable notebook: {str(exc)[:200]}"
@@ -738,13 +773,14 @@ def grade_submission(student: str, path: Path | None, key: Key, state: Path, opt
         res.exec_seconds = round(min(opts.timeout or TIMEOUT_MAX_S, sum(
             float(e["seconds"]) for e in events if isinstance(e.get("seconds"), (int, float))
             and math.isfinite(e["seconds"]) and 0 <= e["seconds"] <= TIMEOUT_MAX_S)), 3)
-        points, lines, memory = _verdict(key, out, run.token)
+        points, details, memory = _verdict(key, out, run.token)
         for part, why in banned.items():
             points[part] = 0.0
             if why not in notes and not voids:
                 notes.append(why)
-            lines = [f"{part}: 0/{dict(key.parts)[part]:g} — {why}" if ln.startswith(f"{part}:") else ln
-                     for ln in lines]
+            for d in details:
+                if d["part"] == part:
+                    d.update(points=0.0, state="banned", why=why)
         started = [e.get("cell") for e in events if e.get("event") == "start"]
         last = _cell_label(cells, started[-1]) if started else "start-up"
         errors = [e for e in events if e.get("event") == "error"]
@@ -766,25 +802,20 @@ def grade_submission(student: str, path: Path | None, key: Key, state: Path, opt
         if memory and res.status == "crashed" and "memory" not in res.reason:
             res.reason += f" (the memory limit of {opts.memory_mb} MB was exceeded)"
         res.points = points
+        res.details = details
         res.total = float(sum(points.values()))
         n_ok = sum(1 for gid, p in key.parts if points[gid] == p)
-        summary = f"{n_ok} of {len(key.parts)} parts passed"
-        why_stopped = res.reason
+        summary = f"{n_ok} of {len(key.parts)} {'autograded ' * (len(key.all_parts) > len(key.parts))}parts passed"
+        res.stopped = res.reason
         res.reason = f"{res.reason}; {summary}" if res.reason else summary
-        err_lines = []
         for e in errors[:8]:
-            where = _cell_label(cells, e.get("cell"))
             msg = str(e.get("msg")).splitlines()[0][:160] if e.get("msg") else ""
-            err_lines.append(f"  {where}: {_short(e.get('etype'), 60)}: {msg}")
+            res.errors.append(f"{_cell_label(cells, e.get('cell'))}: {_short(e.get('etype'), 60)}: {msg}")
         if errors:
             res.reason += f"; errors in {len(errors)} cell(s), first in {_cell_label(cells, errors[0].get('cell'))}"
         if notes:
             res.reason += "; " + "; ".join(notes[:3])
-        res.feedback = "\n".join(
-            [f"status: {res.status}" + (f" — {why_stopped}" if res.status != "ok" else ""),
-             f"score: {res.total:g} / {max_total:g}", ""] + lines +
-            ([""] + ["errors while running your notebook:"] + err_lines if err_lines else []) +
-            ([""] + ["notes:"] + [f"  {n}" for n in notes] if notes else []))
+        res.notes = notes
     finally:
         shutil.rmtree(job, ignore_errors=True)
     return _done(res, t0)
@@ -794,8 +825,6 @@ def _done(res: Result, t0: float) -> Result:
     res.seconds = round(time.perf_counter() - t0, 3)
     res.total = float(sum(res.points.values()))
     res.reason = _short(res.reason, MAX_REASON)
-    if not res.feedback:
-        res.feedback = f"status: {res.status}\nscore: {res.total:g} / {res.max_total:g}\n{res.reason}"
     return res
 
 
@@ -870,24 +899,7 @@ def find_submissions(folder: Path, lab_name: str, roster: list[str] | None = Non
     return [(s, p) for s, p, _ in scan_submissions(folder, lab_name, roster)]
 
 
-_FORMULA = ("=", "+", "-", "@", "\t", "\r")
-
-
-def _cell(value) -> str:
-    """A CSV cell a spreadsheet shows as text: no control characters, and a leading ``=``, ``+``,
-    ``-`` or ``@`` (a formula, in Excel or LibreOffice) escaped with an apostrophe."""
-    text = "".join(ch if ch >= " " or ch == "\t" else " " for ch in str(value)).replace("\t", " ")
-    return "'" + text if text.startswith(_FORMULA) else text
-
-
-def write_gradebook(path: Path, results: list[Result], parts: list) -> None:
-    buf = io.StringIO()
-    w = csv.writer(buf)
-    w.writerow(["student", "status"] + [gid for gid, _ in parts] + ["total", "max", "reason", "limits"])
-    for r in sorted(results, key=lambda r: r.student):
-        w.writerow([_cell(r.student), r.status] + [f"{r.points.get(gid, 0):g}" for gid, _ in parts] +
-                   [f"{r.total:g}", f"{r.max_total:g}", _cell(r.reason), _cell(r.limits)])
-    atomic_write_text(path, buf.getvalue())
+_cell = gradebook.cell
 
 
 def _safe_name(student: str) -> str:
@@ -921,9 +933,13 @@ def _clean_stale(state: Path) -> None:
 
 def grade(lab: str, submissions: str | os.PathLike, out: str | os.PathLike, opts: Options | None = None,
           feedback: str | os.PathLike | None = None, roster: list[str] | None = None,
-          log=print) -> list[Result]:
-    """Grade every submission of ``lab`` in ``submissions``; write the gradebook ``out`` (CSV),
-    one feedback file per student, and resumable records. Returns the results."""
+          log=print, marks: str | os.PathLike | None = None, due: str | None = None,
+          late_penalty: str | None = None, times: str | os.PathLike | None = None) -> list[Result]:
+    """Grade every submission of ``lab`` in ``submissions``; write the gradebook ``out`` (CSV, and
+    JSON beside it), one feedback file per student, and resumable records. Returns the results.
+
+    ``marks``, ``due``, ``late_penalty``, ``times``: see :mod:`cvdl.grading.gradebook`; the last
+    three are remembered in the state folder for the next run (``"none"`` clears one)."""
     opts = opts or Options()
     out = Path(out).resolve()
     sol = find_lab(lab)
@@ -937,12 +953,61 @@ def grade(lab: str, submissions: str | os.PathLike, out: str | os.PathLike, opts
     lock = _lock(state)
     try:
         _clean_stale(state)
-        return _grade(sol, subs_dir, out, opts, feedback, state, roster, log)
+        settings = _settings(state, out, marks=marks, due=due, late_penalty=late_penalty, times=times)
+        return _grade(sol, subs_dir, out, opts, feedback, state, roster, log, settings)
     finally:
         lock.close()
 
 
-def _grade(sol, subs_dir, out, opts, feedback, state, roster, log) -> list[Result]:
+def _settings(state: Path, out: Path, **given) -> dict:
+    """The instructor's due date, late rule, times and marks files: those given now, else those
+    of the last run (``"none"`` clears one); checked before anything is graded."""
+    path = state / "settings.json"
+    try:
+        saved = json.loads(path.read_text())
+    except (OSError, ValueError):
+        saved = {}
+    for k, v in given.items():
+        if v is not None:
+            saved[k] = None if str(v).strip().lower() == "none" else (
+                str(Path(v).resolve()) if k in ("marks", "times") else str(v))
+    if saved.get("due"):
+        gradebook.parse_time(saved["due"], "--due")
+    if saved.get("late_penalty"):
+        gradebook.LateRule.parse(saved["late_penalty"])
+    atomic_write_text(path, json.dumps(saved))
+    if not saved.get("marks") and out.with_name(f"{out.stem}-marks.csv").exists():
+        saved = dict(saved, marks=str(out.with_name(f"{out.stem}-marks.csv")))
+    return saved
+
+
+def _policy(settings: dict, key: Key, students: set, log) -> gradebook.Policy:
+    pol = gradebook.Policy()
+    maxima = {gid: pts for gid, pts, _ in key.all_parts}
+    if settings.get("marks"):
+        pol.marks_path = settings["marks"]
+        pol.marks = gradebook.read_marks(pol.marks_path, maxima)
+        unknown = sorted({s for s, _ in pol.marks} - students)
+        log(f"marks: {len(pol.marks)} from {pol.marks_path}" +
+            (f"; WARNING: not students of this batch: {', '.join(unknown[:8])}" if unknown else ""))
+    if settings.get("due"):
+        pol.due = gradebook.parse_time(settings["due"], "--due")
+    if settings.get("late_penalty"):
+        pol.rule = gradebook.LateRule.parse(settings["late_penalty"])
+    if settings.get("times"):
+        pol.times_path = settings["times"]
+        pol.times = gradebook.read_times(pol.times_path)
+    if pol.due or pol.times:
+        log(f"due: {pol.due.isoformat(' ', 'minutes') if pol.due else 'none (only per-student dates)'}; "
+            f"late penalty: {pol.rule.text}; submission times from "
+            + (pol.times_path if pol.times else "nbgrader's timestamp.txt, else each file's modification time"))
+    manual = [gid for gid, _, kind in key.all_parts if kind == "manual"]
+    if manual:
+        log(f"graded by hand: {', '.join(manual)} (marks in {settings.get('marks') or 'none yet'})")
+    return pol
+
+
+def _grade(sol, subs_dir, out, opts, feedback, state, roster, log, settings) -> list[Result]:
     sandbox = sandbox_kind(opts.sandbox)
     limiter = sandbox_limits.whole_sandbox(opts.memory_mb + sandbox_limits.HEADROOM_MB, want=opts.limits)
     limiter.reap()   # cgroups a killed grader left
@@ -966,13 +1031,30 @@ def _grade(sol, subs_dir, out, opts, feedback, state, roster, log) -> list[Resul
     else:
         log(f"timeout: {opts.timeout:g} s per submission (the solution itself took {key.seconds:.1f} s)")
     grading = _sandbox_grading(state) if sandbox == "bwrap" else None
-    ours = {out, feedback, state}   # the gradebook's own files, when --out is inside the submissions folder
+    ours = {out, out.with_suffix(".json"), feedback, state, out.with_name(f"{out.stem}-manual"),
+            out.with_name(f"{out.stem}-marks.csv")}   # the gradebook's own files, when --out is in the submissions folder
     todo = [t for t in scan_submissions(subs_dir, sol.stem, roster) if (subs_dir / t[0]).resolve() not in ours]
+    policy = _policy(settings, key, {t[0] for t in todo}, log)
+    only = set(opts.students)
+    unknown = sorted(only - {t[0] for t in todo})
+    if unknown:
+        raise ValueError(f"--student {', '.join(unknown)}: not in {subs_dir}" + (" or the roster" if roster else ""))
     results: dict[str, Result] = {}
-    pending = []
+    pending, ungraded = [], 0
     for student, path, problem in todo:
         rec = state / "records" / f"{_safe_name(student)}.json"
-        if not opts.regrade and rec.exists() and path is not None and problem is None:
+        if only and student not in only:   # --student: the others keep their records as they are
+            try:
+                old = Result(**json.loads(rec.read_text()))
+                if old.student == student:
+                    old.resumed = True
+                    results[student] = old
+                    continue
+            except (ValueError, TypeError, OSError):
+                pass
+            ungraded += 1
+            continue
+        if not opts.regrade and not only and rec.exists() and path is not None and problem is None:
             try:
                 old = Result(**json.loads(rec.read_text()))
                 if old.student == student and old.key == key.sha and old.sha256 == _sha(read_submission(path)):
@@ -986,25 +1068,31 @@ def _grade(sol, subs_dir, out, opts, feedback, state, roster, log) -> list[Resul
         n_none = sum(1 for _, path, problem in pending if path is None or problem is not None)
         log(f"resuming: {len(results)} already graded, {len(pending) - n_none} to grade"
             + (f", {n_none} without a notebook to grade" if n_none else "") + " (--regrade to redo all)")
+    if ungraded:
+        log(f"WARNING: {ungraded} student(s) have no grade yet and are left out of the gradebook: "
+            "run once without --student")
     lock = threading.Lock()
+
+    def write_feedback(r: Result, row: gradebook.Row) -> None:
+        r.feedback = gradebook.feedback_text(r, row, key)
+        name = _safe_name(r.student)
+        atomic_write_text(feedback / f"{name}.txt", r.feedback + "\n")
+        atomic_write_text(feedback / f"{name}.html", gradebook.feedback_html(
+            r.feedback, f"{key.lab} — feedback for {_short(r.student, 80)}"))
 
     def finish(r: Result) -> None:
         with lock:
-            head = f"lab {key.lab} — feedback for {_short(r.student, 80)}"
-            if not r.feedback.startswith(head):
-                r.feedback = f"{head}\n\n{r.feedback}"
             results[r.student] = r
-            name = _safe_name(r.student)
-            atomic_write_text(feedback / f"{name}.txt", r.feedback + "\n")
-            atomic_write_text(state / "records" / f"{name}.json", json.dumps(asdict(r)))
-            write_gradebook(out, list(results.values()), key.parts)
+            atomic_write_text(state / "records" / f"{_safe_name(r.student)}.json", json.dumps(asdict(r)))
+            write_feedback(r, gradebook.final(r, key.all_parts, policy))
+            gradebook.write(out, list(results.values()), key, policy)
 
     def one(student, path, problem) -> Result:
         try:
             return grade_submission(student, path, key, state, opts, sandbox, limiter, grading, problem)
         except Exception as exc:  # noqa: BLE001 - one bad submission never stops the batch
             return Result(student, "crashed", _short(f"internal grader error ({type(exc).__name__}: {exc})", 300),
-                          {gid: 0.0 for gid, _ in key.parts}, 0.0, sum(p for _, p in key.parts),
+                          {gid: 0.0 for gid, _ in key.parts}, 0.0, sum(p for _, p, _ in key.all_parts),
                           key=key.sha, sandbox=sandbox, limits=limiter.describe())
 
     bar = None
@@ -1019,15 +1107,22 @@ def _grade(sol, subs_dir, out, opts, feedback, state, roster, log) -> list[Resul
                 bar.update(1)
     if bar is not None:
         bar.close()
-    write_gradebook(out, list(results.values()), key.parts)
+    rows = gradebook.write(out, list(results.values()), key, policy)
+    for r in results.values():   # marks and the late rule may have changed since a record was made
+        write_feedback(r, rows[r.student])
+    for p in gradebook.write_written(out.with_name(f"{out.stem}-manual"), list(results.values()), key, rows)[-1:]:
+        n_unmarked = sum(1 for row in rows.values() for v in row.points.values() if v is None)
+        log(f"written answers to mark: {p.parent}/ ({n_unmarked} unmarked); copy {p.name} to "
+            f"{out.stem}-marks.csv beside the gradebook, fill in the points and run again")
     # students no longer in the folder (or the roster): their feedback and record go
     current = {_safe_name(s) for s, _, _ in todo}
     for rec in (state / "records").glob("*.json"):
         if rec.stem not in current:
-            (feedback / f"{rec.stem}.txt").unlink(missing_ok=True)
+            for ext in (".txt", ".html"):
+                (feedback / f"{rec.stem}{ext}").unlink(missing_ok=True)
             rec.unlink(missing_ok=True)
-    graded = [results[s] for s, p, why in todo if p is not None and why is None and results[s].sha256]
+    graded = [results[s] for s, p, why in todo if p is not None and why is None and s in results and results[s].sha256]
     if graded and all(NO_MATCH in r.reason or "no answer cells found" in r.reason for r in graded):
         log(f"WARNING: none of the {len(graded)} notebooks has an answer cell of {key.lab}: are these "
             "submissions of another lab?")
-    return [results[s] for s, _, _ in todo]
+    return [results[s] for s, _, _ in todo if s in results]

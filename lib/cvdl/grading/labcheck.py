@@ -599,20 +599,30 @@ def _want(case: Case, ref, fn, probe):
 
 
 def check(fn: Callable, cases: list[Case], *, ref: Callable | None = None, name: str | None = None,
-          atol: float = 1e-5, rtol: float = 1e-4, probe: Probe | None = None) -> None:
+          atol: float = 1e-5, rtol: float = 1e-4, probe: Probe | None = None,
+          points: float | None = None, hint: str | None = None) -> None:
     """Check ``fn`` on every case against ``ref`` (or each case's ``expect`` / ``raises``).
 
     In a student's kernel (and under nbgrader) this raises ``AssertionError`` naming the first
     failing case; under ``cvdl grade`` it records the cases instead (see the module docstring).
+
+    ``points``: partial credit under ``cvdl grade`` — this check earns these points when all its
+    cases pass (then every check of the part gives points, and they add up to the test cell's
+    points; without ``points`` the part is all or nothing, as in nbgrader). ``hint``: one line the
+    student's feedback shows when this check fails (for a hidden check, the only thing shown).
     """
     name = name or getattr(fn, "__name__", None)
     if not name or not name.isidentifier():
         raise ValueError(f"check needs the function's name (pass name=...), got {name!r}")
     if not cases:
         raise ValueError("check needs at least one Case")
+    if points is not None and not (isinstance(points, (int, float)) and math.isfinite(points) and points > 0):
+        raise ValueError(f"check's points must be a positive number, got {points!r}")
+    if hint is not None and (not isinstance(hint, str) or not hint.strip() or "\n" in hint.strip()):
+        raise ValueError("check's hint must be one line of text")
     ctx = _CONTEXT
     if ctx is not None and ctx.get("mode") == "record":
-        return _record(fn, cases, ref, name, atol, rtol, probe, ctx)
+        return _record(fn, cases, ref, name, atol, rtol, probe, ctx, points, hint)
     failures = []
     for i, case in enumerate(cases):
         want = _want(case, ref, fn, probe)
@@ -625,7 +635,7 @@ def check(fn: Callable, cases: list[Case], *, ref: Callable | None = None, name:
             failures.append(f"case {i + 1}: {reason}")
     if failures:
         raise AssertionError(f"{name}: {len(failures)} of {_cases(len(cases))} failed\n  " +
-                             "\n  ".join(failures))
+                             "\n  ".join(failures) + (f"\nhint: {hint.strip()}" if hint else ""))
     print(f"{name}: " + ("the 1 case passed" if len(cases) == 1 else f"all {len(cases)} cases passed"))
 
 
@@ -633,10 +643,11 @@ def _cases(n: int) -> str:
     return "1 case" if n == 1 else f"{n} cases"
 
 
-def _record(fn, cases, ref, name, atol, rtol, probe, ctx) -> None:
+def _record(fn, cases, ref, name, atol, rtol, probe, ctx, points=None, hint=None) -> None:
     folder = ctx["folder"]
     entry = {"fn": name, "atol": atol, "rtol": rtol, "hidden": bool(ctx.get("hidden")),
-             "probe": [probe.name, dict(probe.params)] if probe else None, "cases": []}
+             "probe": [probe.name, dict(probe.params)] if probe else None, "cases": [],
+             "points": None if points is None else float(points), "hint": hint.strip() if hint else None}
     n = len(ctx["checks"])
     for i, case in enumerate(cases):
         want = _want(case, ref, fn, probe)

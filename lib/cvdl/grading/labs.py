@@ -63,9 +63,12 @@ def meta(cell: dict) -> dict:
 
 
 def role(cell: dict) -> str:
-    """``solution``, ``test`` or ``other`` for a cell, from its nbgrader metadata."""
+    """``solution``, ``test``, ``manual`` or ``other`` for a cell, from its nbgrader metadata
+    (``manual``: nbgrader's "Manually graded answer", ``solution`` and ``grade`` both true)."""
     g = meta(cell)
-    if g.get("grade") and not g.get("solution"):
+    if g.get("grade") and g.get("solution"):
+        return "manual"
+    if g.get("grade"):
         return "test"
     if g.get("solution"):
         return "solution"
@@ -124,13 +127,20 @@ def clear_hidden(text: str) -> str:
 
 
 def parts(nb: dict) -> list[tuple[str, float]]:
-    """The graded parts: ``(grade_id, points)`` of every test cell, in order."""
-    out = []
-    for cell in nb.get("cells", []):
-        if role(cell) == "test":
-            g = meta(cell)
-            out.append((g["grade_id"], float(g.get("points", 0))))
-    return out
+    """The autograded parts: ``(grade_id, points)`` of every test cell, in order."""
+    return [(meta(c)["grade_id"], float(meta(c).get("points", 0))) for c in nb.get("cells", []) if role(c) == "test"]
+
+
+def manual_parts(nb: dict) -> list[tuple[str, float]]:
+    """The parts graded by hand: ``(grade_id, points)`` of every written answer, in order."""
+    return [(meta(c)["grade_id"], float(meta(c).get("points", 0))) for c in nb.get("cells", []) if role(c) == "manual"]
+
+
+def all_parts(nb: dict) -> list[tuple[str, float, str]]:
+    """Every part in notebook order: ``(grade_id, points, "auto" | "manual")``."""
+    kinds = {"test": "auto", "manual": "manual"}
+    return [(meta(c)["grade_id"], float(meta(c).get("points", 0)), kinds[role(c)])
+            for c in nb.get("cells", []) if role(c) in kinds]
 
 
 def validate_solution(nb: dict, name: str = "notebook") -> None:
@@ -141,9 +151,16 @@ def validate_solution(nb: dict, name: str = "notebook") -> None:
         g, text, r = meta(cell), source(cell), role(cell)
         if "parameters" in cell.get("metadata", {}).get("tags", []):
             tagged = True
-        if g.get("task") or (g.get("grade") and g.get("solution")):
-            raise ValueError(f"{name}: cell {i} is graded by hand (nbgrader's manually graded answer or task), "
-                             "which cvdl grade does not support yet; make it an autograded answer with a test cell")
+        if g.get("task"):
+            raise ValueError(f"{name}: cell {i} is nbgrader's \"Manually graded task\", which cvdl grade does not "
+                             "support (there is no answer cell to show the grader); make it a \"Manually graded "
+                             "answer\" (a markdown cell with solution and grade true, and points)")
+        if r == "manual":
+            if cell.get("cell_type") != "markdown":
+                raise ValueError(f"{name}: hand-graded answer {g.get('grade_id')!r} is a code cell; cvdl grade "
+                                 "takes written answers only (a markdown cell); code is graded by a test cell")
+            if not float(g.get("points", 0)) > 0:
+                raise ValueError(f"{name}: hand-graded answer {g.get('grade_id')!r} has no points")
         if r != "other" or g:
             gid = g.get("grade_id")
             if not gid or not re.match(r"^[A-Za-z0-9_-]{1,60}$", str(gid)):
@@ -153,7 +170,7 @@ def validate_solution(nb: dict, name: str = "notebook") -> None:
             seen.add(gid)
         if r == "solution" and cell.get("cell_type") == "code" and not _regions(text, BEGIN_SOLUTION, END_SOLUTION):
             raise ValueError(f"{name}: solution cell {g.get('grade_id')!r} has no ### BEGIN SOLUTION region")
-        if r != "solution" and _regions(text, BEGIN_SOLUTION, END_SOLUTION):
+        if r not in ("solution", "manual") and _regions(text, BEGIN_SOLUTION, END_SOLUTION):
             raise ValueError(f"{name}: cell {i} has a solution region but is not a solution cell")
         if r == "test":
             if not float(g.get("points", 0)) > 0:
@@ -735,7 +752,7 @@ def make_lab(solution: dict) -> dict:
     for cell in nb["cells"]:
         r = role(cell)
         text = source(cell)
-        if r == "solution":
+        if r in ("solution", "manual"):
             text = clear_solution(text, cell.get("cell_type", "code"))
         elif r == "test":
             text = clear_hidden(text)
@@ -836,13 +853,33 @@ def submission_answers(nb) -> tuple[dict[str, str], list[str]]:
         if not isinstance(gid, str):
             continue
         if gid in answers:
-            notes.append(f"solution cell {_short(gid)!r} appears twice; the first one was graded")
+            notes.append(f"answer cell {_short(gid)!r} appears twice; the first one was graded")
             continue
         if cell.get("cell_type") != "code":
-            notes.append(f"solution cell {_short(gid)!r} is not a code cell; ignored")
+            notes.append(f"answer cell {_short(gid)!r} is not a code cell; ignored")
             continue
         answers[gid] = src
     return answers, notes
+
+
+MAX_WRITTEN = 20_000   # characters of one written answer kept for the instructor
+
+
+def written_answers(nb: dict, solution: dict) -> dict[str, str]:
+    """``{grade_id: text}`` of a submission's hand-graded (markdown) answers, for the parts the
+    solution has; the first cell of each id counts; the lab's stub is an empty answer."""
+    want = {gid for gid, _ in manual_parts(solution)}
+    out: dict[str, str] = {}
+    for cell in nb.get("cells", []) if isinstance(nb, dict) else []:
+        if not isinstance(cell, dict):
+            continue
+        gid = meta(cell).get("grade_id")
+        if gid in want and gid not in out and cell.get("cell_type") == "markdown":
+            raw = cell.get("source", "")
+            text = "".join(raw) if isinstance(raw, list) and all(isinstance(t, str) for t in raw) else raw
+            text = text if isinstance(text, str) else ""
+            out[gid] = "" if text.strip() == TEXT_STUB else text[:MAX_WRITTEN]
+    return out
 
 
 def splice(solution: dict, answers: dict[str, str]) -> tuple[list[dict], list[str]]:
@@ -861,7 +898,7 @@ def splice(solution: dict, answers: dict[str, str]) -> tuple[list[dict], list[st
             if gid in answers:
                 cells.append({"kind": "code", "source": answers[gid], "part": gid})
             else:
-                notes.append(f"solution cell {gid!r} is missing from the submission")
+                notes.append(f"answer cell {gid!r} is missing from the notebook (graded as not attempted)")
                 cells.append({"kind": "code", "source": clear_solution(text), "part": gid})
         elif r == "test":
             cells.append({"kind": "test", "source": text, "part": g["grade_id"],
