@@ -233,3 +233,12 @@ def test_gradebook_files_inside_the_submissions_folder_are_not_students(course):
     res, rows, _ = _grade(course)
     assert set(rows) == {"ann", "bob", "cy", "late"} and rows["ann"]["why_linear"] == "1"
     assert (course["subs"] / "grades-manual" / "why_linear.html").exists()
+
+
+def test_a_roster_exported_by_the_lms_is_read_by_its_key_column(tmp_path):
+    roster = tmp_path / "canvas.csv"
+    roster.write_text('Student,ID,SIS User ID,SIS Login ID,Section\n    Points Possible,,,,\n'
+                      '"Ng, Ann",11,s11,ann,A\n"Bo, Bob",12,s12,bob,A\n')
+    assert cli.read_roster(str(roster), "SIS Login ID") == ["ann", "bob"]
+    with pytest.raises(ValueError, match="no column 'Login'"):
+        cli.read_roster(str(roster), "Login")

@@ -2,8 +2,13 @@
 
     cvdl labs generate [--check]             labs/ from solutions/ (--check: fail if stale)
     cvdl grade LAB DIR --out grades.csv      grade every submission of LAB in DIR
-         [--jobs N] [--regrade] [--timeout S] [--memory MB] [--sandbox auto|bwrap|none]
-         [--limits auto|cgroup|watchdog] [--feedback DIR] [--roster FILE] [--quiet]
+         [--jobs N] [--regrade] [--student NAME] [--timeout S] [--memory MB]
+         [--sandbox auto|bwrap|none] [--limits auto|cgroup|watchdog] [--feedback DIR]
+         [--roster FILE [--roster-key COLUMN]] [--marks FILE] [--due TIME] [--late-penalty RULE]
+         [--times FILE] [--quiet]
+    cvdl summary grades.csv                  class summary figure and table
+    cvdl export grades.csv --to canvas|moodle --roster FILE   a gradebook the LMS imports
+    cvdl nbgrader init COURSE_DIR            an nbgrader course folder from solutions/
 """
 from __future__ import annotations
 
@@ -31,10 +36,11 @@ def _labs(args) -> int:
     return 0
 
 
-def read_roster(path: str) -> list[str]:
-    """Student names from a roster file: the first column of a CSV (or one name per line);
-    ``#`` comments and blank lines skipped, and a first row that is a header (``student``,
-    ``name``, ``id``, ``username``, ``login``, ``email``...) is not a student."""
+def read_roster(path: str, key: str | None = None) -> list[str]:
+    """Student names from a roster file: the first column of a CSV (or one name per line), or
+    the column headed ``key`` (an LMS export: ``--roster-key "SIS Login ID"``); ``#`` comments
+    and blank lines skipped, and a first row that is a header (``student``, ``name``, ``id``,
+    ``username``, ``login``, ``email``...) is not a student."""
     import csv
     try:
         text = Path(path).read_text(encoding="utf-8-sig")
@@ -43,6 +49,12 @@ def read_roster(path: str) -> list[str]:
     except (OSError, UnicodeDecodeError) as exc:
         raise ValueError(f"cannot read the roster file {path}: {exc}") from None
     rows = [r for r in csv.reader(line for line in text.splitlines() if line.strip() and not line.startswith("#"))]
+    if key is not None:
+        header = [c.strip() for c in rows[0]] if rows else []
+        if key not in header:
+            raise ValueError(f"roster file {path} has no column {key!r} (its columns: {', '.join(header)})")
+        col = header.index(key)
+        rows = [r[col:] for r in rows[1:] if len(r) > col and r[0].strip().lower() != "points possible"]
     names = [r[0].strip() for r in rows if r and r[0].strip()]
     headers = {"student", "students", "name", "names", "id", "student id", "student_id", "sis id", "username",
                "user", "login", "email", "e-mail", "sortable name", "full name"}
@@ -56,7 +68,9 @@ def read_roster(path: str) -> list[str]:
 
 def _grade(args) -> int:
     from . import grade
-    roster = read_roster(args.roster) if args.roster else None
+    if args.roster_key and not args.roster:
+        raise ValueError("--roster-key needs --roster")
+    roster = read_roster(args.roster, args.roster_key) if args.roster else None
     opts = grade.Options(timeout=args.timeout, memory_mb=args.memory, jobs=args.jobs,
                          regrade=args.regrade, sandbox=args.sandbox, limits=args.limits, progress=not args.quiet,
                          students=tuple(args.student or ()))
@@ -97,6 +111,8 @@ def main(argv: list[str] | None = None) -> int:
                     help="whole-sandbox limits: cgroup (required), watchdog, or auto (default: a cgroup if "
                          "this machine allows one, else the watchdog)")
     pg.add_argument("--roster", default=None, help="file of student names (first CSV column)")
+    pg.add_argument("--roster-key", default=None, metavar="COLUMN",
+                    help="the roster's column of submission folder names (an LMS export: e.g. 'SIS Login ID')")
     pg.add_argument("--quiet", action="store_true", help="no progress bar")
     pg.add_argument("--student", action="append", metavar="NAME",
                     help="grade again only this student (repeatable); the others keep their grades")
