@@ -874,3 +874,16 @@ def test_the_not_allowed_note_says_what_the_grader_checks():
                 break
         with pytest.raises(ValueError, match=phrase):
             labs.validate_solution(broken, "broken")
+
+
+def test_a_submodule_named_like_a_dangerous_module_is_not_that_module():
+    """``scipy.signal`` is not the standard ``signal`` (nor ``numpy.random`` ``random``): using it
+    where the part forbids it scores 0 for that part, and does not void the submission; the
+    standard module reached through another (``os.sys``) still does."""
+    sol = labs.read_notebook(SOLUTION)
+    use = "import scipy.signal\ndef correlate2d(image, kernel):\n    return scipy.signal.correlate2d(image, kernel, 'valid')"
+    why = labs.answer_violations(sol, {"correlate2d": use})["correlate2d"]
+    assert "scipy.signal" in why and labs.VOIDS not in why, why
+    assert labs.VOIDS in labs.answer_violations(sol, {"correlate2d": "import os\nx = os.sys.modules"})["correlate2d"]
+    assert labs._is_submodule("scipy.signal") and not labs._is_submodule("os.sys")
+    assert not labs._is_submodule("no_such_package.signal")

@@ -242,3 +242,14 @@ def test_a_roster_exported_by_the_lms_is_read_by_its_key_column(tmp_path):
     assert cli.read_roster(str(roster), "SIS Login ID") == ["ann", "bob"]
     with pytest.raises(ValueError, match="no column 'Login'"):
         cli.read_roster(str(roster), "Login")
+
+
+def test_labs_generate_refuses_what_nbgrader_would_reject(tmp_path):
+    pytest.importorskip("nbgrader")
+    sol = tiny_solution()
+    sol["cells"][3]["metadata"]["nbgrader"]["schema_version"] = 1     # an old metadata format
+    (tmp_path / "solutions").mkdir()
+    labs.write_notebook(sol, tmp_path / "solutions" / "98_tiny.ipynb")
+    labs.validate_solution(sol, "98_tiny.ipynb")                        # cvdl's own rules accept it
+    with pytest.raises(ValueError, match="nbgrader would reject"):
+        labs.generate(tmp_path / "solutions", tmp_path / "labs")

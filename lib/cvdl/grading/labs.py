@@ -19,6 +19,7 @@ nbformat's own layout (``indent=1``, sorted keys) so files round-trip unchanged.
 from __future__ import annotations
 
 import ast
+import functools
 import json
 import os
 import re
@@ -638,6 +639,45 @@ def _unknown_imports(info: _Info) -> list[str]:
     return list(dict.fromkeys(out))
 
 
+def _reaches(path: str, module: str) -> bool:
+    """``path`` (``os.sys.modules``) reaches the module ``module`` as an attribute of another
+    module — unless that segment is a real submodule of the package before it (``scipy.signal``
+    is not the standard ``signal``)."""
+    names = path.split(".")
+    mod = module.split(".")
+    for i in range(1, len(names) - len(mod) + 1):
+        if names[i:i + len(mod)] == mod and not _is_submodule(".".join(names[:i + 1])):
+            return True
+    return False
+
+
+@functools.lru_cache(maxsize=512)
+def _is_submodule(dotted: str) -> bool:
+    """``a.b`` is an installed module inside package ``a``: found on disk, importing nothing."""
+    import importlib.machinery
+    import importlib.util
+    head, *rest = dotted.split(".")
+    try:
+        spec = importlib.util.find_spec(head)   # a top-level name: found, not imported
+    except (ImportError, ValueError):
+        return False
+    places = list(spec.submodule_search_locations or []) if spec else []
+    for k, name in enumerate(rest):
+        if not name.isidentifier():
+            return False
+        found = []
+        for place in places:
+            sub = os.path.join(place, name)
+            if os.path.isdir(sub):
+                found.append(sub)
+            elif k == len(rest) - 1 and any(os.path.isfile(sub + suffix) for suffix in importlib.machinery.all_suffixes()):
+                return True
+        if not found:
+            return False
+        places = found
+    return bool(rest)
+
+
 def _dynamic_modules(info: _Info, given: _Info) -> list[str]:
     """Uses of :data:`DYNAMIC_MODULES`, by their real (alias-resolved) module path, also reached
     through another module (``os.sys.modules``)."""
@@ -654,7 +694,7 @@ def _dynamic_modules(info: _Info, given: _Info) -> list[str]:
         if p in allowed or (below and below <= allowed | {q for q in below if any(a.startswith(q + ".") for a in allowed)}
                             and p in info.imports):
             continue   # gc.collect(), types.SimpleNamespace: the module only for what is allowed
-        if any(p == m or p.startswith(m + ".") or via_import and ("." + m + ".") in p + "." for m in DYNAMIC_MODULES):
+        if any(p == m or p.startswith(m + ".") or via_import and _reaches(p, m) for m in DYNAMIC_MODULES):
             out.append(p)
     for target in info.computed:     # getattr(module, computed name)
         head = target.split(".")[0]
@@ -806,6 +846,11 @@ def generate(src: str | os.PathLike | None = None, dst: str | os.PathLike | None
     for name in names:
         sol = read_notebook(src / name)
         validate_solution(sol, name)
+        from .nbgrader_course import nbgrader_problems   # nbgrader's own rules, where it is installed
+        problems = nbgrader_problems(sol)
+        if problems:
+            raise ValueError(f"{name}: nbgrader would reject this lab (its metadata validator says: "
+                             + "; ".join(problems[:3]) + "); cvdl grade would accept it, so fix it for both")
         text = dumps_notebook(make_lab(sol))
         target = dst / name
         if not target.exists() or target.read_text(encoding="utf-8") != text:

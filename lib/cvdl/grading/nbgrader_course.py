@@ -99,7 +99,7 @@ def nbgrader_problems(nb: dict) -> list[str]:
 
 
 def _line(exc: Exception, n: int = 160) -> str:
-    """The first line of an error's message, at most ``n`` characters (nbgrader's quote the cell)."""
+    """The first line of an error's message, at most ``n`` characters (nbgrader's messages quote the whole cell)."""
     text = str(getattr(exc, "message", exc)).split("\n")[0]
     return text if len(text) <= n else text[:n] + "…"
 
