@@ -494,7 +494,11 @@ def test_solution_scores_full_marks_and_the_lab_zero(lab, tmp_path):
                                                   grade.Options(timeout=120, jobs=2, progress=False),
                                                   log=lambda m: None)}
     sol = results["solution"]
-    assert sol.status == "ok" and sol.total == sol.max_total, (sol.status, sol.reason, sol.feedback[-1500:])
+    auto = sum(p for _, p in labs.parts(labs.read_notebook(ROOT / "solutions" / f"{lab}.ipynb")))
+    assert sol.status == "ok" and sol.total == auto, (sol.status, sol.reason, sol.feedback[-1500:])
+    for gid, pts in labs.manual_parts(labs.read_notebook(ROOT / "solutions" / f"{lab}.ipynb")):
+        assert sol.max_total >= auto + pts and sol.written[gid].strip(), "the model answer is exported"
+        assert results["lab"].written[gid] == "", "the lab's stub is no answer"
     assert results["lab"].status == "ok" and results["lab"].total == 0, results["lab"].reason
     assert 3 <= len(results["lab"].points) <= 6
 
