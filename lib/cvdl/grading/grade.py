@@ -549,7 +549,8 @@ def _signed_results(data: bytes | None, token: str | None, reader: "_ArrayReader
     if not (isinstance(doc, dict) and isinstance(doc.get("payload"), dict) and isinstance(doc.get("sig"), str)):
         raise Tampered("its results file is not the one the tests wrote")
     import hmac
-    mac_key = hashlib.sha256(b"cvdl-results\0" + token.encode()).digest()
+    from .labrun import results_mac_key
+    mac_key = results_mac_key(token)
     want = hmac.new(mac_key, labcheck.canonical(doc["payload"]), "sha256").hexdigest()
     if not hmac.compare_digest(want, doc["sig"]):
         raise Tampered("its results were changed after its tests ran")
@@ -662,10 +663,7 @@ def read_submission(path: Path) -> bytes:
         os.close(fd)
 
 
-def _short(text, n: int = 60) -> str:
-    """A student-chosen string, safe to quote in a reason: at most ``n`` characters."""
-    text = str(text)
-    return text if len(text) <= n else text[:n] + f"… ({len(text)} characters)"
+_short = labs._short
 
 
 def _show_arg(tree, folder: Path, depth: int = 0) -> str:
@@ -986,7 +984,10 @@ def _policy(settings: dict, key: Key, students: set, log) -> gradebook.Policy:
     maxima = {gid: pts for gid, pts, _ in key.all_parts}
     if settings.get("marks"):
         pol.marks_path = settings["marks"]
-        pol.marks = gradebook.read_marks(pol.marks_path, maxima)
+        try:
+            pol.marks = gradebook.read_marks(pol.marks_path, maxima)
+        except ValueError as exc:
+            raise ValueError(f"{exc} (--marks none stops using a marks file)") from None
         unknown = sorted({s for s, _ in pol.marks} - students)
         log(f"marks: {len(pol.marks)} from {pol.marks_path}" +
             (f"; WARNING: not students of this batch: {', '.join(unknown[:8])}" if unknown else ""))

@@ -60,6 +60,12 @@ class _Capped:
         return "utf-8"
 
 
+def results_mac_key(token: str) -> bytes:
+    """The key that signs each part's results (the runner) and checks them (the grader)."""
+    import hashlib
+    return hashlib.sha256(b"cvdl-results\0" + token.encode()).digest()
+
+
 def _limits(job: dict) -> None:
     mb = int(job.get("memory_mb") or 0)
     if mb > 0:
@@ -93,9 +99,8 @@ def main(argv: list[str]) -> int:
     signal.signal(signal.SIGTERM, lambda *_: os.killpg(0, signal.SIGKILL))
     token = sys.stdin.readline().strip()
     sys.stdin = open(os.devnull)
-    import hashlib
     import hmac
-    mac_key = hashlib.sha256(b"cvdl-results\0" + token.encode()).digest()
+    mac_key = results_mac_key(token)
 
     def sign(data: bytes) -> str:
         return hmac.new(mac_key, data, "sha256").hexdigest()

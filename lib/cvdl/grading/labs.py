@@ -775,9 +775,10 @@ def answer_violations(solution: dict, answers: dict[str, str]) -> dict[str, str]
     return out
 
 
-def _short(text: str, n: int = 60) -> str:
+def _short(text, n: int = 60) -> str:
+    """A student-chosen string, safe to quote in a reason: at most ``n`` characters."""
     text = str(text)
-    return text if len(text) <= n else text[:n] + "…"
+    return text if len(text) <= n else text[:n] + f"… ({len(text)} characters)"
 
 
 def forbidden_uses(text: str, names: list[str]) -> list[str]:
