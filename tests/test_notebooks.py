@@ -94,3 +94,72 @@ def test_notebook_runs_without_the_imagenet_weights(path, tmp_path, notebook_tim
     if "imagenet_model" in path.read_text():
         assert "Pretrained weights '" in text and "course" in text, \
             f"{path.name} uses the ImageNet networks but said nothing about falling back"
+
+
+def _code(cell: dict) -> str:
+    return "".join(cell["source"]) if isinstance(cell["source"], list) else cell["source"]
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS + SOLUTIONS, ids=lambda p: f"{p.parent.name}/{p.name}")
+def test_smoke_reaches_every_size_through_the_smoke_parameter(path):
+    """papermill injects ``SMOKE = True`` after the ``parameters`` cell, so that cell may not
+    derive anything from ``SMOKE`` (a size computed there would keep its full value), and nothing
+    else may read ``CVDL_SMOKE`` behind the parameter's back: ``cvdl.is_smoke()`` is called once,
+    in the parameters cell (the library itself never reads ``CVDL_SMOKE``)."""
+    import ast
+    import json
+
+    cells = [c for c in json.loads(path.read_text())["cells"] if c["cell_type"] == "code"]
+    params = [i for i, c in enumerate(cells) if "parameters" in c["metadata"].get("tags", [])]
+    assert params == [0], "the first code cell, and only it, is tagged parameters"
+    tree = ast.parse(_code(cells[0]))
+    for node in tree.body:
+        if isinstance(node, ast.Assign) and [getattr(t, "id", None) for t in node.targets] == ["SMOKE"]:
+            continue
+        reads = [n.id for n in ast.walk(node) if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Load)]
+        assert "SMOKE" not in reads, f"the parameters cell derives from SMOKE: {ast.unparse(node)[:80]}"
+    later = [i for i, c in enumerate(cells[1:], 1) if "is_smoke" in _code(c) or "CVDL_SMOKE" in _code(c)]
+    assert not later, f"code cells {later} read CVDL_SMOKE instead of SMOKE"
+    lib = ROOT / "lib" / "cvdl"
+    readers = [p.relative_to(lib) for p in lib.rglob("*.py") if "grading" not in p.parts and p.name != "config.py"
+               and ("is_smoke(" in p.read_text() or '"CVDL_SMOKE"' in p.read_text())]
+    assert not readers, f"library modules read CVDL_SMOKE themselves: {readers}"
+
+
+@pytest.mark.notebooks
+def test_papermill_smoke_parameter_alone_gives_the_smoke_sizes(tmp_path, monkeypatch):
+    """``papermill NB out.ipynb -p SMOKE True`` with no ``CVDL_SMOKE`` sets the same sizes as the
+    tests' ``CVDL_SMOKE=1``, and they are not the full run's (notebook 04: the issue's example).
+    The notebook is cut after its smoke-size cell, with a cell that prints every upper-case name."""
+    import json
+
+    import papermill as pm
+
+    nb = json.loads((ROOT / "notebooks" / "04_understanding_cnns.ipynb").read_text())
+    code = [i for i, c in enumerate(nb["cells"]) if c["cell_type"] == "code"]
+    nb["cells"] = nb["cells"][:code[1] + 1] + [{
+        "cell_type": "code", "metadata": {}, "outputs": [], "execution_count": None, "id": "sizes",
+        "source": "import json\nprint(json.dumps({k: repr(v) for k, v in dict(globals()).items() "
+                  "if k.isupper() and not k.startswith('_')}, sort_keys=True))"}]
+    src = tmp_path / "cut.ipynb"
+    src.write_text(json.dumps(nb))
+
+    def sizes(env_smoke, params):
+        if env_smoke is None:
+            monkeypatch.delenv("CVDL_SMOKE", raising=False)
+        else:
+            monkeypatch.setenv("CVDL_SMOKE", env_smoke)
+        out = tmp_path / f"out-{env_smoke}-{bool(params)}.ipynb"
+        pm.execute_notebook(str(src), str(out), parameters=params, cwd=str(ROOT / "notebooks"),
+                            progress_bar=False, log_output=False, kernel_name="python3")
+        outputs = json.loads(out.read_text())["cells"][-1]["outputs"]
+        text = "".join("".join(o["text"]) if isinstance(o.get("text"), list) else o.get("text", "") for o in outputs)
+        return json.loads(text.strip().splitlines()[-1])
+
+    by_parameter = sizes(None, {"SMOKE": True})
+    by_environment = sizes("1", {})
+    full = sizes(None, {})
+    assert by_parameter == by_environment
+    assert by_parameter["SMOKE"] == "True" and full["SMOKE"] == "False"
+    differ = sorted(k for k in full if k != "SMOKE" and full[k] != by_parameter.get(k))
+    assert len(differ) >= 3, f"the smoke run shrinks only {differ}"
