@@ -253,3 +253,13 @@ def test_labs_generate_refuses_what_nbgrader_would_reject(tmp_path):
     labs.validate_solution(sol, "98_tiny.ipynb")                        # cvdl's own rules accept it
     with pytest.raises(ValueError, match="nbgrader would reject"):
         labs.generate(tmp_path / "solutions", tmp_path / "labs")
+
+
+def test_the_gradebook_is_readable_like_any_new_file_and_the_key_is_private(course):
+    _grade(course)
+    umask = os.umask(0o022)
+    os.umask(umask)
+    want = 0o666 & ~umask
+    assert course["out"].stat().st_mode & 0o777 == want
+    assert (course["root"] / "grades-feedback" / "ann.txt").stat().st_mode & 0o777 == want
+    assert (course["root"] / ".grades.cvdl").stat().st_mode & 0o777 == 0o700

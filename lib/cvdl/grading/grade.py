@@ -948,6 +948,7 @@ def grade(lab: str, submissions: str | os.PathLike, out: str | os.PathLike, opts
     state = out.with_name(f".{out.stem}.cvdl")
     for d in (state / "records", state / "jobs", feedback):
         d.mkdir(parents=True, exist_ok=True)
+    state.chmod(0o700)   # the key holds the expected outputs: the instructor's only
     lock = _lock(state)
     try:
         _clean_stale(state)
